@@ -1,0 +1,29 @@
+# qid: quantization-induced degradation (QiD) and its scaling laws (Ouyang et al., 2024).
+# Thin on purpose: the config, its validation, and one .smk per stage.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/quantize.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/fit.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        grid.QID_TABLE,
+        grid.FITS,
+        figure_outputs(),

@@ -1,0 +1,91 @@
+import numpy as np
+import pandas as pd
+import pytest
+from qid import QidError
+from qid.laws import PUBLISHED, UnifiedLaw, fit_all, fit_law
+
+TRUE = UnifiedLaw(k=0.05, alpha=0.3, beta=0.6, gamma=4.0)
+
+
+def synthetic(law: UnifiedLaw, noise: float, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [
+        {
+            "n_params": n,
+            "tokens": d,
+            "bits": b,
+            "method": "m",
+            "eval_set": "e",
+            "qid": law.qid(n, d, b) * np.exp(rng.normal(0, noise)),
+        }
+        for n in (1e5, 1e6, 1e7)
+        for d in np.geomspace(1e6, 1e9, 6)
+        for b in (2, 3, 4)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_unified_fit_recovers_known_parameters():
+    fit = fit_all(synthetic(TRUE, noise=0.05))["unified"]
+    for name in ("alpha", "beta", "gamma"):
+        assert fit["params"][name]["value"] == pytest.approx(getattr(TRUE, name), abs=0.05)
+    assert fit["params"]["k"]["value"] == pytest.approx(TRUE.k, rel=0.3)
+    assert fit["r2_log"] > 0.99
+    assert fit["n_points"] == 54 and fit["n_excluded"] == 0
+
+
+def test_confidence_intervals_cover_the_truth_at_their_level():
+    hits = {name: 0 for name in ("k", "alpha", "beta", "gamma")}
+    for seed in range(40):
+        params = fit_law(synthetic(TRUE, noise=0.05, seed=seed), "unified")["params"]
+        for name in hits:
+            hits[name] += params[name]["ci_low"] < getattr(TRUE, name) < params[name]["ci_high"]
+    assert all(33 <= h for h in hits.values()), hits  # 95% intervals: expect ~38 of 40
+
+
+def test_single_factor_fits_share_the_exponent():
+    fits = fit_all(synthetic(TRUE, noise=0.02))
+    assert fits["tokens"]["params"]["beta"]["value"] == pytest.approx(TRUE.beta, abs=0.02)
+    assert fits["size"]["params"]["alpha"]["value"] == pytest.approx(TRUE.alpha, abs=0.02)
+    assert fits["bits"]["params"]["gamma"]["value"] == pytest.approx(TRUE.gamma, abs=0.1)
+    # Eq. (5) has one coefficient per (N, P): 3 sizes x 3 bit widths.
+    assert len(fits["tokens"]["coefficients"]) == 9
+
+
+def test_fit_counts_rows_it_cannot_use():
+    table = synthetic(TRUE, noise=0.0)
+    table.loc[:4, "qid"] = [-0.01, 0.0, np.nan, np.inf, -1e-5]
+    fit = fit_law(table, "unified")
+    assert (fit["n_points"], fit["n_excluded"]) == (49, 5)
+    assert fit["params"]["beta"]["value"] == pytest.approx(TRUE.beta, abs=1e-6)
+
+
+def test_one_bit_width_fixes_gamma_and_skips_the_bits_law():
+    table = synthetic(TRUE, noise=0.01)
+    fits = fit_all(table[table.bits == 3])
+    assert fits["unified"]["fixed"] == {"gamma": 0.0}
+    assert "gamma" not in fits["unified"]["params"]
+    assert "skipped" in fits["bits"]
+
+
+def test_tokens_for_inverts_qid():
+    n, bits = np.array([1e8, 7e9, 4.05e11]), np.array([2, 3, 4])
+    tokens = np.array([1e10, 1e12, 1e14])
+    for law in (TRUE, PUBLISHED, UnifiedLaw(k=0.2, alpha=0.1, beta=0.5)):
+        assert law.tokens_for(law.qid(n, tokens, bits), n, bits) == pytest.approx(tokens, rel=1e-9)
+
+
+def test_gamma_zero_is_a_one_bit_width_law():
+    law = UnifiedLaw(k=0.1, alpha=0.2, beta=0.5)
+    assert law.qid(1e6, 1e9, 2) == law.qid(1e6, 1e9, 4) == law.qid(1e6, 1e9)
+
+
+def test_fit_all_names_missing_columns_and_ambiguous_rows():
+    with pytest.raises(QidError, match="lacks column.*n_params"):
+        fit_all(pd.DataFrame({"qid": [0.1], "tokens": [1], "bits": [2]}))
+    two = pd.concat([synthetic(TRUE, 0.01), synthetic(TRUE, 0.01).assign(method="other")])
+    with pytest.raises(QidError, match="several values of method.*--method"):
+        fit_all(two)
+    with pytest.raises(QidError, match="method 'gptq' is not in the table"):
+        fit_all(two, method="gptq")
+    assert fit_all(two, method="other")["meta"]["method"] == "other"

@@ -1,0 +1,130 @@
+"""The whole workflow, end to end, on the micro config (tests/micro/config.yaml): real Snakemake,
+real training, quantization, evaluation, fits, figures and report, in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = ROOT / "tests" / "micro" / "config.yaml"
+CONFIG = yaml.safe_load(MICRO.read_text())
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = MICRO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--configfile",
+        str(configfile),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("study")
+    run = snakemake(workdir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return workdir
+
+
+def n_cells() -> int:
+    suite = CONFIG["suites"]["micro"]
+    per_ckpt = sum(len(m["bits"]) for m in CONFIG["methods"].values())
+    return len(suite["sizes"]) * len(suite["steps"]) * per_ckpt * len(CONFIG["eval_sets"])
+
+
+def test_the_study_produces_table_fits_and_figures(study):
+    table = pd.read_parquet(study / "results" / "qid.parquet")
+    assert len(table) == n_cells()
+    for column in [
+        "suite",
+        "size",
+        "step",
+        "tokens",
+        "n_params",
+        "method",
+        "bits",
+        "eval_set",
+        "loss_16",
+        "loss_q",
+        "qid",
+        "config_hash",
+        "seed",
+        "versions",
+    ]:
+        assert column in table.columns, column
+    assert (table.qid == table.loss_q - table.loss_16).all()
+    assert (table.tokens == table.step * 64 * 8).all()  # context x batch tokens per step
+    assert table.n_params.nunique() == 2 and (table.n_params > 0).all()
+    # 2-bit RTN must cost more than 4-bit on average: the study measures something.
+    by_bits = table[table.method == "rtn"].groupby("bits").qid.mean()
+    assert by_bits[2] > by_bits[4]
+
+    fits = json.loads((study / "results" / "fits.json").read_text())
+    for law in ("unified", "tokens", "size", "bits"):
+        assert {"n_points", "n_excluded"} <= set(fits[law])
+    assert set(fits["unified"]["params"]) == {"k", "alpha", "beta", "gamma"}
+    assert set(fits["unified"]["params"]["beta"]) == {"value", "stderr", "ci_low", "ci_high"}
+    for name in ("fig2_qid_vs_tokens", "fig6_unified_law"):
+        for ext in ("png", "pdf"):
+            assert (study / "results" / "figures" / f"{name}.{ext}").stat().st_size > 1000
+
+
+def test_the_report_holds_the_figures(study):
+    run = snakemake(study, "--report", "results/report.html")
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = (study / "results" / "report.html").read_text(errors="replace")
+    assert "fig6_unified_law" in html and "Eq. (8)" in html
+
+
+def test_one_cell_reruns_alone(study):
+    cell = "results/micro/eval/h32-l1/step16/rtn-2bit/sotu.json"
+    other = study / "results/micro/eval/h64-l2/step16/rtn-2bit/sotu.json"
+    before = other.stat().st_mtime_ns
+    (study / cell).unlink()
+    dry = snakemake(study, "-n", cell)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    stats = re.search(r"Job stats:\n(.*?)\n\n", dry.stdout, re.S).group(1)
+    assert re.search(r"^quantize\s+1$", stats, re.M) and re.search(r"^total\s+1$", stats, re.M)
+    run = snakemake(study, cell)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads((study / cell).read_text())["variant"] == "rtn-2bit"
+    assert other.stat().st_mtime_ns == before
+
+
+def test_a_cell_of_an_unknown_method_is_named(study):
+    run = snakemake(study, "-n", "results/micro/eval/h32-l1/step16/hqq-4bit/sotu.json")
+    assert run.returncode != 0
+    assert "unknown quantization method 'hqq'" in run.stdout + run.stderr
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    config = yaml.safe_load(MICRO.read_text())
+    config["methods"]["rtn"]["bits"] = [1, 2]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    run = snakemake(tmp_path, "-n", configfile=bad)
+    assert run.returncode != 0
+    out = run.stdout + run.stderr
+    assert "config error: config key 'methods.rtn.bits': method 'rtn' does not support 1-bit" in out
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,276 @@
+"""`qid <stage>`: one subcommand per workflow stage. Each Snakemake rule runs exactly one of these
+commands (printed in its log), so any grid cell can be rerun by hand with the same command.
+
+Heavy libraries are imported inside the commands so that `qid --help` and the light stages
+(aggregate, fit, figures) start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from qid import QidError, grid
+
+
+def _json(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+
+
+def _steps(text: str) -> list[int]:
+    return [int(s) for s in text.split(",")]
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cmd_data(args) -> None:
+    from qid import data
+
+    config = {"seed": args.seed, "data": args.data, "eval_sets": args.eval_sets}
+    summary = data.build(
+        config,
+        {
+            "tokenizer": args.tokenizer,
+            "train_ids": args.train_ids,
+            "calibration": args.calibration,
+            "eval_dir": args.eval_dir,
+        },
+    )
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_train(args) -> None:
+    from qid.checkpoints import train
+
+    frame = train(
+        args.suite,
+        args.size,
+        args.arch,
+        args.training,
+        args.steps,
+        args.seed,
+        args.train_ids,
+        args.tokenizer,
+        args.out,
+        args.log,
+        threads=args.threads,
+    )
+    print(
+        f"{args.suite}/{args.size}: N={frame.n_params.iloc[0]:,} non-embedding parameters, "
+        f"{len(args.steps)} checkpoints, final training loss {frame.loss.iloc[-1]:.4f}"
+    )
+
+
+def _evaluate(args, outs: list[Path], method=None, bits=None, quantized=None) -> None:
+    from qid.evaluate import run
+
+    if len(args.texts) != len(outs):
+        raise QidError(f"qid {args.command}: give one output JSON per --texts")
+    for record in run(
+        args.checkpoint,
+        args.texts,
+        outs,
+        method=method,
+        bits=bits,
+        quantized=quantized,
+        context=args.context,
+        batch_tokens=args.batch_tokens,
+        reference_tokenizer=args.reference_tokenizer,
+        dtype=args.dtype,
+    ):
+        print(
+            f"{record['eval_set']}: {record['variant']} loss {record['loss']:.5f} "
+            f"({record['texts']} texts, {record['seconds']:.1f} s)"
+        )
+
+
+def cmd_quantize(args) -> None:
+    import pandas as pd
+
+    from qid.quantize import quantize_cell
+
+    _threads(args.threads)
+    calibration = None
+    if args.calibration:
+        calibration = pd.read_parquet(args.calibration)["text"].tolist()
+    info = quantize_cell(
+        args.checkpoint, args.out, args.record, args.method, args.bits, args.options, calibration
+    )
+    print(json.dumps(info, indent=2))
+    if args.texts:  # evaluate the saved checkpoint, reloaded from disk, in the same process
+        _evaluate(args, args.eval_out, args.method, args.bits, args.out)
+
+
+def cmd_evaluate(args) -> None:
+    _threads(args.threads)
+    _evaluate(args, args.out, args.method, args.bits, args.quantized)
+
+
+def cmd_aggregate(args) -> None:
+    from qid.aggregate import aggregate
+
+    table = aggregate(args.inputs, config_hash=args.config_hash)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(args.out)
+    print(f"{len(table)} rows -> {args.out}")
+
+
+def cmd_fit(args) -> None:
+    import pandas as pd
+
+    from qid.laws import fit_all
+
+    fits = fit_all(
+        pd.read_parquet(args.table),
+        method=args.method,
+        eval_set=args.eval_set,
+        confidence=args.confidence,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(fits, indent=2) + "\n")
+    u = fits["unified"]["params"]
+    print(
+        "unified: "
+        + ", ".join(f"{k}={v['value']:.4g}" for k, v in u.items())
+        + f"; R2(log)={fits['unified']['r2_log']:.3f}"
+    )
+
+
+def cmd_figures(args) -> None:
+    from qid.figures import make_all
+
+    for path in make_all(args.table, args.fits, args.out_dir, args.names):
+        print(path)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qid", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="<stage>")
+
+    s = sub.add_parser("data", help="build tokenizer, training ids, eval sets, calibration texts")
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--data", type=_json, required=True, help="the config's `data` block (JSON)")
+    s.add_argument("--eval-sets", type=_json, required=True, help="the `eval_sets` block (JSON)")
+    s.add_argument("--tokenizer", type=Path, default=Path(grid.TOKENIZER))
+    s.add_argument("--train-ids", type=Path, default=Path(grid.TRAIN_IDS))
+    s.add_argument("--calibration", type=Path, default=Path(grid.CALIBRATION))
+    s.add_argument("--eval-dir", type=Path, default=Path(grid.EVAL_TEXTS).parent)
+    s.set_defaults(func=cmd_data)
+
+    s = sub.add_parser("train", help="train one model size, saving every checkpoint step")
+    s.add_argument("--suite", required=True)
+    s.add_argument("--size", required=True)
+    s.add_argument("--arch", type=_json, required=True, help="the size's architecture (JSON)")
+    s.add_argument("--training", type=_json, required=True, help="the suite's `training` (JSON)")
+    s.add_argument("--steps", type=_steps, required=True, help="checkpoint steps, e.g. 40,63,98")
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--train-ids", type=Path, default=Path(grid.TRAIN_IDS))
+    s.add_argument("--tokenizer", type=Path, default=Path(grid.TOKENIZER))
+    s.add_argument("--out", type=Path, required=True, help="directory for step*/ checkpoints")
+    s.add_argument("--log", type=Path, required=True, help="parquet of the loss per step")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_train)
+
+    evaluation = argparse.ArgumentParser(add_help=False)
+    e = evaluation.add_argument_group("evaluation")
+    e.add_argument(
+        "--texts",
+        type=Path,
+        action="append",
+        default=[],
+        help="parquet of eval texts (repeat for several eval sets)",
+    )
+    e.add_argument("--context", type=int, default=128, help="tokens per evaluation window")
+    e.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per forward")
+    e.add_argument(
+        "--reference-tokenizer",
+        help="tokenizer (path or hub id) whose token count normalises the loss; "
+        "default: the model's own",
+    )
+    e.add_argument("--dtype", default="auto", help="weights of the 16-bit model")
+
+    s = sub.add_parser(
+        "quantize",
+        parents=[evaluation],
+        help="quantize one checkpoint with one method and bit width "
+        "(and evaluate the result with --texts/--eval-out)",
+    )
+    s.add_argument("--checkpoint", type=Path, required=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--bits", type=int, required=True)
+    s.add_argument("--out", type=Path, required=True, help="directory of the quantized model")
+    s.add_argument("--record", type=Path, required=True, help="JSON record of the cell")
+    s.add_argument("--calibration", type=Path, help="parquet of calibration texts")
+    s.add_argument("--options", type=_json, default={}, help="the method's options (JSON)")
+    s.add_argument(
+        "--eval-out",
+        type=Path,
+        action="append",
+        default=[],
+        help="evaluation JSON, one per --texts",
+    )
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_quantize)
+
+    s = sub.add_parser(
+        "evaluate",
+        parents=[evaluation],
+        help="loss of a checkpoint (16-bit, or a quantized cell) on eval sets",
+    )
+    s.add_argument("--checkpoint", type=Path, required=True, help="the unquantized checkpoint")
+    s.add_argument("--method", help="quantization method of --quantized (omit for 16-bit)")
+    s.add_argument("--bits", type=int)
+    s.add_argument("--quantized", type=Path, help="the quantized checkpoint directory")
+    s.add_argument(
+        "--out", type=Path, action="append", required=True, help="JSON result, one per --texts"
+    )
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("aggregate", help="join evaluation JSONs into the QiD parquet table")
+    s.add_argument("inputs", type=Path, nargs="+", help="evaluation JSONs (16-bit and quantized)")
+    s.add_argument("--out", type=Path, default=Path(grid.QID_TABLE))
+    s.add_argument("--config-hash", default="", help="provenance: hash of the study config")
+    s.set_defaults(func=cmd_aggregate)
+
+    s = sub.add_parser("fit", help="fit the QiD scaling laws, Eq. (5)-(8), with lmfit")
+    s.add_argument("--table", type=Path, default=Path(grid.QID_TABLE))
+    s.add_argument("--out", type=Path, default=Path(grid.FITS))
+    s.add_argument("--method", help="fit this method's rows (required if the table has several)")
+    s.add_argument("--eval-set", help="fit this eval set's rows (required if several)")
+    s.add_argument("--confidence", type=float, default=0.95)
+    s.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser("figures", help="draw the paper's figures from the table and the fits")
+    s.add_argument("--table", type=Path, default=Path(grid.QID_TABLE))
+    s.add_argument("--fits", type=Path, default=Path(grid.FITS))
+    s.add_argument("--out-dir", type=Path, default=Path(grid.FIGURE).parent)
+    s.add_argument("--names", nargs="*", help="figures to draw (default: all)")
+    s.set_defaults(func=cmd_figures)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    # GPTQModel's CPU path needs at least two workers, even on a 2-core machine.
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (QidError, FileNotFoundError) as err:
+        print(f"qid {args.command}: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Load and check a study config: JSON-schema validation plus the rules a schema cannot say.
+
+Every failure is a `ConfigError` with one line naming the culprit (config key, method, bit width
+or path), raised before any job runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from qid import QidError
+from qid.quantize import METHODS
+
+SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema" / "config.schema.yaml"
+
+
+class ConfigError(QidError):
+    pass
+
+
+def _where(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def check_schema(config: dict, schema_path: Path = SCHEMA) -> None:
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        raise ConfigError(
+            f"config key {_where([*error.absolute_path, extra[0]])!r} is not allowed "
+            f"(misspelled? allowed here: {', '.join(allowed)})"
+        )
+    raise ConfigError(f"config key {_where(error.absolute_path)!r}: {error.message}")
+
+
+def check_semantics(config: dict) -> None:
+    for name, spec in config["methods"].items():
+        if name not in METHODS:
+            raise ConfigError(
+                f"config key 'methods.{name}': unknown quantization method {name!r} "
+                f"(known: {', '.join(sorted(METHODS))})"
+            )
+        for bits in spec["bits"]:
+            if bits not in METHODS[name].bits:
+                raise ConfigError(
+                    f"config key 'methods.{name}.bits': method {name!r} does not support "
+                    f"{bits}-bit weights (supported: {', '.join(map(str, METHODS[name].bits))})"
+                )
+    for suite, spec in config["suites"].items():
+        for method in spec.get("methods", []):
+            if method not in config["methods"]:
+                raise ConfigError(
+                    f"config key 'suites.{suite}.methods': method {method!r} is not configured "
+                    f"under 'methods' (configured: {', '.join(config['methods'])})"
+                )
+        steps = spec["steps"]
+        if sorted(set(steps)) != steps:
+            raise ConfigError(f"config key 'suites.{suite}.steps' must be increasing and unique")
+        training = spec.get("training")
+        if spec["source"] == "train" and training is None:
+            raise ConfigError(f"config key 'suites.{suite}.training' is required for source train")
+        if training and training["warmup_steps"] >= steps[0]:
+            raise ConfigError(
+                f"config key 'suites.{suite}.training.warmup_steps' ({training['warmup_steps']}) "
+                f"must end before the first checkpoint step {steps[0]}: checkpoints inside "
+                "warmup give spurious QiD"
+            )
+        for size, arch in spec["sizes"].items():
+            if arch["hidden_size"] % arch["num_heads"]:
+                raise ConfigError(
+                    f"config key 'suites.{suite}.sizes.{size}': hidden_size "
+                    f"{arch['hidden_size']} is not divisible by num_heads {arch['num_heads']}"
+                )
+    fit = config["fit"]
+    if fit["method"] not in config["methods"]:
+        raise ConfigError(f"config key 'fit.method': {fit['method']!r} is not under 'methods'")
+    if fit["eval_set"] not in config["eval_sets"]:
+        raise ConfigError(f"config key 'fit.eval_set': {fit['eval_set']!r} is not an eval set")
+
+
+def check_config(config: dict, schema_path: Path = SCHEMA) -> dict:
+    check_schema(config, schema_path)
+    check_semantics(config)
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    return check_config(yaml.safe_load(path.read_text()) or {})
+
+
+def config_hash(config: dict) -> str:
+    """A short hash of the canonical config, stored with every result row for provenance."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -1,0 +1,155 @@
+"""Cross-entropy of a model on eval texts, normalised to a reference tokenizer's token count.
+
+Each text is scored as a whole: BOS + its tokens, cut into windows of `context` tokens that
+overlap by one token, so every token of the text is predicted exactly once. Windows are
+sorted by length and batched up to `batch_tokens`, right-padded (a causal model's logits at
+real positions do not see the padding), so little compute goes to padding.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from qid import QidError
+from qid.grid import BASE
+
+
+def windows(ids: list[int], bos: int, context: int) -> list[list[int]]:
+    seq, stride = [bos, *ids], context - 1
+    return [seq[s : s + context] for s in range(0, len(seq) - 1, stride)]
+
+
+@torch.inference_mode()
+def text_nll(
+    model, token_ids: list[list[int]], bos: int, context: int, batch_tokens: int
+) -> np.ndarray:
+    """Total NLL in nats of each text (list of token ids), as float64."""
+    items = [(t, w) for t, ids in enumerate(token_ids) for w in windows(ids, bos, context)]
+    items.sort(key=lambda item: len(item[1]), reverse=True)
+    nll = np.zeros(len(token_ids), dtype=np.float64)
+    device = next(model.parameters()).device
+    i = 0
+    while i < len(items):
+        width = len(items[i][1])
+        batch = items[i : i + max(1, batch_tokens // width)]
+        i += len(batch)
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        mask = torch.zeros(len(batch), width, dtype=torch.long)
+        for row, (_, w) in enumerate(batch):
+            ids[row, : len(w)] = torch.tensor(w)
+            mask[row, : len(w)] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        token_nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        per_row = (token_nll * mask[:, 1:]).sum(dim=1).double().cpu().numpy()
+        np.add.at(nll, [t for t, _ in batch], per_row)
+    return nll
+
+
+def evaluate(
+    model, tokenizer, texts: list[str], context: int, batch_tokens: int, reference_tokenizer=None
+) -> dict:
+    """Loss per reference token; the reference is the model's own tokenizer when None."""
+    if not texts:
+        raise ValueError("no eval texts: the eval set is empty")
+    start = time.perf_counter()
+    token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    nll = text_nll(model, token_ids, bos, context, batch_tokens)
+    reference = reference_tokenizer or tokenizer
+    ref_tokens = sum(len(ids) for ids in reference(texts, add_special_tokens=False)["input_ids"])
+    model_tokens = sum(len(ids) for ids in token_ids)
+    return {
+        "loss": float(nll.sum() / ref_tokens),
+        "loss_per_model_token": float(nll.sum() / model_tokens),
+        "nll_sum": float(nll.sum()),
+        "model_tokens": model_tokens,
+        "reference_tokens": ref_tokens,
+        "texts": len(texts),
+        "seconds": round(time.perf_counter() - start, 3),
+        "nll_per_text": nll.tolist(),
+    }
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, name)
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("qid", "torch", "transformers", "gptqmodel", "bitsandbytes"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def run(
+    checkpoint: Path,
+    texts: list[Path],
+    outs: list[Path],
+    *,
+    method: str | None = None,
+    bits: int | None = None,
+    quantized: Path | None = None,
+    context: int = 128,
+    batch_tokens: int = 16384,
+    reference_tokenizer: str | None = None,
+    dtype: str = "auto",
+    meta: dict | None = None,
+) -> list[dict]:
+    """Evaluate one model (16-bit, or a quantized cell) on several eval sets, loading it once."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from qid.checkpoints import read_meta
+    from qid.data import read_texts
+    from qid.quantize import check_bits, load_quantized
+
+    meta = {**read_meta(checkpoint), **(meta or {})}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if method is None:
+        variant = BASE
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=resolve_dtype(dtype, device))
+        model = model.to(device).eval()
+        source = checkpoint
+    else:
+        if bits is None or quantized is None:
+            raise QidError("qid evaluate: --method needs --bits and --quantized")
+        check_bits(method, bits)
+        variant = f"{method}-{bits}bit"
+        model = load_quantized(method, quantized)
+        source = quantized
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    reference = AutoTokenizer.from_pretrained(reference_tokenizer) if reference_tokenizer else None
+    records = []
+    for text_path, out in zip(texts, outs, strict=True):
+        result = evaluate(model, tokenizer, read_texts(text_path), context, batch_tokens, reference)
+        record = {
+            **{k: meta.get(k) for k in ("suite", "size", "step", "tokens", "n_params")},
+            "variant": variant,
+            "method": method or BASE,
+            "bits": bits or 16,
+            "eval_set": Path(text_path).stem,
+            "texts_file": str(text_path),
+            "checkpoint": str(checkpoint),
+            "model": str(source),
+            "reference_tokenizer": reference_tokenizer or "own",
+            "seed": meta.get("seed"),
+            "versions": library_versions(),
+            **result,
+        }
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(record) + "\n")
+        records.append(record)
+    return records

@@ -1,0 +1,94 @@
+"""The grid (suite x size x step x method x bits) and the path of every file it produces.
+
+Paths live here, not in the rules, so that the Snakemake rules, `qid aggregate` and the tests
+agree on them; `{...}` fields are Snakemake wildcards and `str.format` fields alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+RESULTS = "results"
+TOKENIZER = f"{RESULTS}/data/tokenizer"
+TRAIN_IDS = f"{RESULTS}/data/train_ids.npy"
+CALIBRATION = f"{RESULTS}/data/calibration.parquet"
+EVAL_TEXTS = f"{RESULTS}/data/eval/{{eval_set}}.parquet"
+TRAINED = f"{RESULTS}/{{suite}}/checkpoints/{{size}}"
+TRAIN_LOG = f"{RESULTS}/{{suite}}/train/{{size}}.parquet"
+CHECKPOINT = f"{TRAINED}/step{{step}}"
+QUANTIZED = f"{RESULTS}/{{suite}}/quantized/{{size}}/step{{step}}/{{method}}-{{bits}}bit"
+QUANT_RECORD = f"{QUANTIZED}.json"
+BASE = "base"  # the unquantized (16-bit) model, evaluated once and shared by all cells
+EVAL = f"{RESULTS}/{{suite}}/eval/{{size}}/step{{step}}/{{variant}}/{{eval_set}}.json"
+QID_TABLE = f"{RESULTS}/qid.parquet"
+FITS = f"{RESULTS}/fits.json"
+FIGURE = f"{RESULTS}/figures/{{name}}.{{ext}}"
+CHECKPOINT_META = "qid_checkpoint.json"  # written into every trained checkpoint directory
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    suite: str
+    size: str
+    step: int
+
+    @property
+    def path(self) -> str:
+        return CHECKPOINT.format(suite=self.suite, size=self.size, step=self.step)
+
+    def eval_path(self, variant: str, eval_set: str) -> str:
+        return EVAL.format(
+            suite=self.suite, size=self.size, step=self.step, variant=variant, eval_set=eval_set
+        )
+
+
+@dataclass(frozen=True)
+class Cell:
+    checkpoint: Checkpoint
+    method: str
+    bits: int
+
+    @property
+    def variant(self) -> str:
+        return f"{self.method}-{self.bits}bit"
+
+    def _fields(self) -> dict:
+        c = self.checkpoint
+        return dict(suite=c.suite, size=c.size, step=c.step, method=self.method, bits=self.bits)
+
+    @property
+    def quantized(self) -> str:
+        return QUANTIZED.format(**self._fields())
+
+    @property
+    def record(self) -> str:
+        return QUANT_RECORD.format(**self._fields())
+
+    def eval_path(self, eval_set: str) -> str:
+        return self.checkpoint.eval_path(self.variant, eval_set)
+
+
+def checkpoints(config: dict) -> Iterator[Checkpoint]:
+    for suite, spec in config["suites"].items():
+        for size in spec["sizes"]:
+            for step in spec["steps"]:
+                yield Checkpoint(suite, size, step)
+
+
+def suite_methods(config: dict, suite: str) -> list[str]:
+    return config["suites"][suite].get("methods", list(config["methods"]))
+
+
+def cells(config: dict) -> Iterator[Cell]:
+    for ckpt in checkpoints(config):
+        for method in suite_methods(config, ckpt.suite):
+            for bits in config["methods"][method]["bits"]:
+                yield Cell(ckpt, method, bits)
+
+
+def method_options(config: dict, method: str) -> dict:
+    """The options a method's backend receives: its config block less the grid axis `bits`."""
+    options = {k: v for k, v in config["methods"][method].items() if k not in ("bits", "threads")}
+    options["calibration_length"] = config["data"]["calibration"]["length"]
+    return options

@@ -1,0 +1,111 @@
+"""Quantization methods: a registry of what each method supports, and the entry point of a cell.
+
+The registry is read when the Snakefile is parsed (to reject method/bit-width pairs before any
+job runs), so it imports no backend library; each backend module is imported only when used.
+A backend module exposes
+
+    quantize(checkpoint: Path, out: Path, bits: int, options: dict, calibration: list[str] | None)
+        -> dict          # extra fields for the cell's JSON record
+    load(path: Path) -> transformers.PreTrainedModel   # reload the saved quantized checkpoint
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from qid import QidError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    bits: tuple[int, ...]
+    calibration: bool
+    module: str
+    doc: str
+
+    def backend(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in [
+        Method(
+            "rtn",
+            (2, 3, 4, 5, 6, 7, 8),
+            False,
+            "qid.quantize.rtn",
+            "round-to-nearest, per-group asymmetric (ours)",
+        ),
+        Method("gptq", (2, 3, 4, 8), True, "qid.quantize.gptq", "GPTQ through GPTQModel"),
+        Method("bnb_nf4", (4,), False, "qid.quantize.bnb", "bitsandbytes 4-bit NormalFloat"),
+        Method("bnb_fp4", (4,), False, "qid.quantize.bnb", "bitsandbytes 4-bit float"),
+    ]
+}
+
+
+class UnknownMethodError(QidError):
+    pass
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        known = ", ".join(sorted(METHODS))
+        raise UnknownMethodError(f"unknown quantization method {name!r} (known: {known})") from None
+
+
+def check_bits(name: str, bits: int) -> None:
+    method = get_method(name)
+    if bits not in method.bits:
+        raise QidError(
+            f"method {name!r} does not support {bits}-bit weights "
+            f"(supported: {', '.join(map(str, method.bits))})"
+        )
+
+
+def quantize_cell(
+    checkpoint: Path,
+    out: Path,
+    record: Path,
+    method: str,
+    bits: int,
+    options: dict[str, Any],
+    calibration: list[str] | None,
+) -> dict[str, Any]:
+    """Quantize one checkpoint with one (method, bits); write the checkpoint and its JSON record."""
+    check_bits(method, bits)
+    spec = get_method(method)
+    if spec.calibration and not calibration:
+        raise QidError(f"method {method!r} needs calibration texts, none were given")
+    options = {**options, "method": method}
+    start = time.perf_counter()
+    extra = spec.backend().quantize(
+        Path(checkpoint), Path(out), bits, options, calibration if spec.calibration else None
+    )
+    info = {
+        "method": method,
+        "bits": bits,
+        "group_size": options.get("group_size"),
+        "options": {k: v for k, v in options.items() if k != "method"},
+        "checkpoint": str(checkpoint),
+        "output": str(out),
+        "seconds": round(time.perf_counter() - start, 3),
+        **extra,
+    }
+    Path(record).parent.mkdir(parents=True, exist_ok=True)
+    Path(record).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def load_quantized(method: str, path: Path):
+    """Load a quantized checkpoint written by `quantize_cell` for evaluation."""
+    return get_method(method).backend().load(Path(path))

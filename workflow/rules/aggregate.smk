@@ -1,0 +1,13 @@
+rule aggregate:
+    input:
+        all_evaluations(),
+    output:
+        grid.QID_TABLE,
+    log:
+        "logs/aggregate.log",
+    conda:
+        "../../envs/qid.yaml"
+    params:
+        config_hash=CONFIG_HASH,
+    shell:
+        "qid aggregate {input} --out {output} --config-hash {params.config_hash} > {log} 2>&1"

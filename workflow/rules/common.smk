@@ -1,0 +1,98 @@
+# Validation and input functions shared by the stages.
+import json
+import shlex
+
+from snakemake.utils import validate
+
+from qid import grid
+from qid.config import ConfigError, check_config, config_hash
+from qid.figures import FIGURES
+from qid.quantize import check_bits, get_method
+
+# One clear line naming the culprit, before any job runs; then the schema's defaults.
+try:
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(f"config error: {err}") from None
+validate(config, "../../config/schema/config.schema.yaml")
+
+EVAL_SETS = list(config["eval_sets"])
+CONFIG_HASH = config_hash(config)
+
+
+wildcard_constraints:
+    suite=r"[^/]+",
+    size=r"[^/]+",
+    step=r"\d+",
+    method=r"[a-z0-9_]+",
+    bits=r"\d+",
+    eval_set=r"[^/]+",
+
+
+def as_arg(obj):
+    """A config block as one shell-quoted JSON argument of the qid CLI."""
+    return shlex.quote(json.dumps(obj, separators=(",", ":")))
+
+
+def checkpoint_input(wildcards):
+    """What a checkpoint's jobs wait for: the training job that writes all its steps."""
+    suite = config["suites"].get(wildcards.suite)
+    if suite is None or wildcards.size not in suite["sizes"]:
+        raise WorkflowError(
+            f"no suite/size {wildcards.suite}/{wildcards.size} in the config "
+            f"(suites: {', '.join(config['suites'])})"
+        )
+    if int(wildcards.step) not in suite["steps"]:
+        raise WorkflowError(
+            f"step {wildcards.step} is not a checkpoint of suite {wildcards.suite} "
+            f"(steps: {suite['steps']})"
+        )
+    return grid.TRAINED.format(suite=wildcards.suite, size=wildcards.size)
+
+
+def checkpoint_path(wildcards):
+    return grid.CHECKPOINT.format(
+        suite=wildcards.suite, size=wildcards.size, step=wildcards.step
+    )
+
+
+def eval_texts():
+    return expand(grid.EVAL_TEXTS, eval_set=EVAL_SETS)
+
+
+def eval_args(texts, outs, flag):
+    """`--texts A --<flag> A.json ...` plus the evaluation settings from the config."""
+    ev = config["evaluate"]
+    args = [f"--texts {t} --{flag} {o}" for t, o in zip(texts, outs)]
+    args += [
+        f"--context {ev['context']}",
+        f"--batch-tokens {ev['batch_tokens']}",
+        f"--dtype {ev.get('dtype', 'auto')}",
+    ]
+    if ev.get("reference_tokenizer"):
+        args.append(f"--reference-tokenizer {shlex.quote(ev['reference_tokenizer'])}")
+    return " ".join(args)
+
+
+def cell_inputs(wildcards):
+    """A (method, bits) cell needs its checkpoint, the eval texts, and calibration if used."""
+    try:
+        check_bits(wildcards.method, int(wildcards.bits))
+    except ValueError as err:
+        raise WorkflowError(str(err)) from None
+    inputs = {"checkpoints": checkpoint_input(wildcards), "texts": eval_texts()}
+    if get_method(wildcards.method).calibration:
+        inputs["calibration"] = grid.CALIBRATION
+    return inputs
+
+
+def all_evaluations():
+    base = {
+        c.eval_path(grid.BASE, e) for c in grid.checkpoints(config) for e in EVAL_SETS
+    }
+    cells = {cell.eval_path(e) for cell in grid.cells(config) for e in EVAL_SETS}
+    return sorted(base | cells)
+
+
+def figure_outputs():
+    return expand(grid.FIGURE, name=FIGURES, ext=["png", "pdf"])

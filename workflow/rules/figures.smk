@@ -1,0 +1,26 @@
+# One rule per figure, so that each has its own caption in the report.
+for fig in FIGURES:
+
+    rule:
+        name:
+            f"figure_{fig}"
+        input:
+            table=grid.QID_TABLE,
+            fits=grid.FITS,
+        output:
+            png=report(
+                grid.FIGURE.format(name=fig, ext="png"),
+                caption=f"../report/{fig}.rst",
+                category="Figures",
+            ),
+            pdf=grid.FIGURE.format(name=fig, ext="pdf"),
+        log:
+            f"logs/figures/{fig}.log",
+        conda:
+            "../../envs/qid.yaml"
+        params:
+            name=fig,
+            out_dir=lambda w, output: os.path.dirname(output.png),
+        shell:
+            "qid figures --table {input.table} --fits {input.fits}"
+            " --out-dir {params.out_dir} --names {params.name} > {log} 2>&1"

@@ -1,0 +1,16 @@
+rule fit:
+    input:
+        grid.QID_TABLE,
+    output:
+        grid.FITS,
+    log:
+        "logs/fit.log",
+    conda:
+        "../../envs/qid.yaml"
+    params:
+        method=config["fit"]["method"],
+        eval_set=config["fit"]["eval_set"],
+        confidence=config["fit"].get("confidence", 0.95),
+    shell:
+        "qid fit --table {input} --out {output} --method {params.method}"
+        " --eval-set {params.eval_set} --confidence {params.confidence} > {log} 2>&1"

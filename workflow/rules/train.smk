@@ -1,0 +1,22 @@
+rule train:
+    input:
+        train_ids=grid.TRAIN_IDS,
+        tokenizer=grid.TOKENIZER,
+    output:
+        checkpoints=directory(grid.TRAINED),
+        log=grid.TRAIN_LOG,
+    log:
+        "logs/{suite}/train/{size}.log",
+    conda:
+        "../../envs/qid.yaml"
+    threads: lambda w: config["suites"][w.suite]["sizes"][w.size].get("threads", 1)
+    params:
+        seed=config["seed"],
+        arch=lambda w: as_arg(config["suites"][w.suite]["sizes"][w.size]),
+        training=lambda w: as_arg(config["suites"][w.suite]["training"]),
+        steps=lambda w: ",".join(map(str, config["suites"][w.suite]["steps"])),
+    shell:
+        "qid train --suite {wildcards.suite} --size {wildcards.size} --arch {params.arch}"
+        " --training {params.training} --steps {params.steps} --seed {params.seed}"
+        " --train-ids {input.train_ids} --tokenizer {input.tokenizer}"
+        " --out {output.checkpoints} --log {output.log} --threads {threads} > {log} 2>&1"
