@@ -1,0 +1,338 @@
+"""GPTQ (GPTQModel) and bitsandbytes backends on a tiny GPT-NeoX checkpoint, end to end on CPU.
+
+The checkpoint is a 2-layer GPT-NeoX with a byte-level BPE tokenizer, both trained (a few
+seconds) on generated text, so that its loss is well below uniform: on a purely random model
+every weight perturbation leaves the loss near log(vocab), and the loss checks below could not
+tell a working quantizer from a broken one.
+
+The first GPTQ quantization in a fresh environment compiles GPTQModel's packing extension with
+g++ (about 30 s on 2 cores, cached under ~/.cache/gptqmodel/torch_extensions afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from qid.quantize import load_quantized, quantize_cell
+
+EOS = "<|endoftext|>"
+GPTQ_OPTIONS = {"group_size": 32, "desc_act": False, "damp_percent": 0.01}
+
+
+def _language(seed: int = 1234, n_words: int = 300, fanout: int = 4):
+    """A fixed toy language: pseudo-words from syllables, each followed by one of `fanout`."""
+    rng = random.Random(seed)
+    syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+    words = sorted({"".join(rng.choices(syllables, k=rng.randint(1, 3))) for _ in range(n_words)})
+    successors = {w: rng.sample(words, fanout) for w in words}
+    return words, successors
+
+
+def make_texts(n: int, seed: int) -> list[str]:
+    """Random walks on the toy language's bigram graph.
+
+    Learnable (a trained model is far below log(vocab)), yet with hundreds of words in use the
+    hidden activations are full-rank. Template text with a few dozen words made GPTQ look
+    lossless even at 2 bits: it fits the low-rank calibration activations exactly.
+    """
+    words, successors = _language()
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        word = rng.choice(words)
+        walk = [word]
+        for _ in range(rng.randint(20, 60)):
+            word = rng.choice(successors[word])
+            walk.append(word)
+        texts.append(" ".join(walk) + ".")
+    return texts
+
+
+def _build_tokenizer(texts: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS)
+
+
+def _train(model, tokenizer, texts: list[str], steps: int = 60) -> None:
+    ids = [tokenizer(t)["input_ids"][:64] for t in texts]
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    model.train()
+    for _ in range(steps):
+        batch = [ids[i] for i in torch.randint(len(ids), (16,), generator=gen).tolist()]
+        x, mask = pad_batch(batch, tokenizer.eos_token_id)
+        labels = x.masked_fill(mask == 0, -100)
+        loss = model(input_ids=x, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-neox")
+    texts = make_texts(300, seed=0)
+    tokenizer = _build_tokenizer(texts)
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=256,
+        max_position_embeddings=128,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = GPTNeoXForCausalLM(config)
+    _train(model, tokenizer, texts)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    return model, tokenizer
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad (the tokenizer has no pad token, like the real checkpoints)."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+@pytest.fixture(scope="module")
+def eval_batch(reference):
+    _, tokenizer = reference
+    seqs = [tokenizer(t)["input_ids"][:96] for t in make_texts(16, seed=123)]
+    return pad_batch(seqs, tokenizer.eos_token_id)
+
+
+def mean_nll(model, batch) -> float:
+    input_ids, mask = batch
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    nll = -logp.gather(-1, input_ids[:, 1:, None])[..., 0]
+    weight = mask[:, 1:].float()
+    return float((nll * weight).sum() / weight.sum())
+
+
+def logits_of(model, batch) -> torch.Tensor:
+    input_ids, mask = batch
+    with torch.no_grad():
+        return model(input_ids=input_ids, attention_mask=mask).logits.float()
+
+
+@pytest.fixture(scope="module")
+def quantized(checkpoint, tmp_path_factory):
+    """quantized(method, bits) -> (out dir, record); each cell is quantized once per module."""
+    root = tmp_path_factory.mktemp("quantized")
+    done: dict[tuple[str, int], tuple[Path, dict]] = {}
+
+    def get(method: str, bits: int):
+        if (method, bits) not in done:
+            out = root / f"{method}-{bits}"
+            record = root / f"{method}-{bits}.json"
+            calibration = make_texts(64, seed=7) if method == "gptq" else None
+            options = dict(GPTQ_OPTIONS) if method == "gptq" else {}
+            info = quantize_cell(checkpoint, out, record, method, bits, options, calibration)
+            assert json.loads(record.read_text()) == info
+            done[method, bits] = out, info
+        return done[method, bits]
+
+    return get
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.glob("*.safetensors"))
+
+
+def test_reference_model_learned_something(reference, eval_batch):
+    model, tokenizer = reference
+    # The quantization checks below are only meaningful if the model is far from uniform.
+    assert mean_nll(model, eval_batch) < math.log(len(tokenizer)) - 2.0
+
+
+def check_cell(method, bits, out, info, checkpoint, reference, eval_batch, max_increase):
+    model_fp, tokenizer = reference
+    assert info["method"] == method and info["bits"] == bits
+    assert info["output"] == str(out) and info["seconds"] > 0
+    assert info["size_bytes"] > 0
+    # Quantized linear layers: the safetensors must be smaller than the fp32 ones.
+    assert 0 < info["weights_bytes"] < _dir_bytes(checkpoint)
+
+    # The tokenizer travels with the checkpoint and is unchanged.
+    from transformers import AutoTokenizer
+
+    text = make_texts(1, seed=99)[0]
+    assert AutoTokenizer.from_pretrained(out)(text)["input_ids"] == tokenizer(text)["input_ids"]
+
+    model = load_quantized(method, out)
+    assert not model.training
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    logits = logits_of(model, eval_batch)
+    ref = logits_of(model_fp, eval_batch)
+    assert logits.shape == ref.shape
+    assert torch.isfinite(logits).all()
+    assert (logits - ref).abs().max() > 1e-3, "quantized logits identical to fp32"
+    loss, loss_fp = mean_nll(model, eval_batch), mean_nll(model_fp, eval_batch)
+    assert -0.05 < loss - loss_fp < max_increase, (loss, loss_fp)
+    return model, loss - loss_fp
+
+
+@pytest.mark.parametrize(("bits", "max_increase"), [(4, 0.5), (2, 1.0)])
+def test_gptq(bits, max_increase, quantized, checkpoint, reference, eval_batch):
+    pytest.importorskip("gptqmodel")
+    out, info = quantized("gptq", bits)
+    assert info["backend"] == "gptqmodel" and info["backend_version"]
+    assert info["calibration_rows"] > 0 and info["calibration_tokens"] > 0
+    assert info["gptq_loss_mean"] is not None and info["gptq_loss_mean"] >= 0
+    saved = json.loads((out / "quantize_config.json").read_text())
+    assert saved["bits"] == bits and saved["group_size"] == GPTQ_OPTIONS["group_size"]
+    model, _ = check_cell("gptq", bits, out, info, checkpoint, reference, eval_batch, max_increase)
+    # Every quantized layer must compute in fp32 (see gptq._admit_fp32_torch_kernel).
+    from gptqmodel.nn_modules.qlinear.torch import TorchLinear
+
+    qlayers = [m for m in model.modules() if isinstance(m, TorchLinear)]
+    assert len(qlayers) == 8  # 2 layers x (qkv, dense, mlp up, mlp down)
+    assert all(m.scales.dtype == torch.float32 for m in qlayers)
+
+
+def test_gptq_fewer_bits_hurt_more(quantized, reference, eval_batch):
+    pytest.importorskip("gptqmodel")
+    losses = {
+        b: mean_nll(load_quantized("gptq", quantized("gptq", b)[0]), eval_batch) for b in (2, 4)
+    }
+    assert losses[2] > losses[4] + 0.005, losses
+
+
+def test_gptq_fp32_path_matches_supported_fp16_kernel(quantized, eval_batch):
+    """Our fp32 TorchLinear path vs GPTQModel's officially supported fp16 one."""
+    pytest.importorskip("gptqmodel")
+    from qid.quantize import gptq
+
+    out, _ = quantized("gptq", 2)
+    fp32 = logits_of(gptq.load(out), eval_batch)
+    fp16 = logits_of(gptq.load(out, dtype=torch.float16), eval_batch)
+    scale = fp32.abs().max()
+    assert (fp32 - fp16).abs().max() < 1e-2 * scale
+
+
+def test_gptq_rejects_unsupported_bits(checkpoint, tmp_path):
+    pytest.importorskip("gptqmodel")
+    from qid.quantize import gptq
+
+    with pytest.raises(ValueError, match="5-bit"):
+        gptq.quantize(checkpoint, tmp_path / "q", 5, dict(GPTQ_OPTIONS), ["some text"])
+
+
+@pytest.mark.parametrize("method", ["bnb_nf4", "bnb_fp4"])
+def test_bnb(method, quantized, checkpoint, reference, eval_batch):
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import dequantize_4bit
+
+    out, info = quantized(method, 4)
+    quant_type = method.removeprefix("bnb_")
+    assert info["backend"] == "bitsandbytes" and info["quant_type"] == quant_type
+    assert info["quantized_layers"] == 8
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert config["bnb_4bit_quant_type"] == quant_type and config["load_in_4bit"]
+    model, _ = check_cell(method, 4, out, info, checkpoint, reference, eval_batch, 0.5)
+
+    # The reloaded model must compute exactly like an fp32 model with the dequantized weights
+    # (bitsandbytes' bf16 CPU fast path is switched off in bnb.load).
+    dense = load_quantized(method, out)
+    for name, module in list(dense.named_modules()):
+        if isinstance(module, bnb.nn.Linear4bit):
+            weight = dequantize_4bit(module.weight.data, module.weight.quant_state).float()
+            linear = torch.nn.Linear(weight.shape[1], weight.shape[0])
+            linear.weight.data, linear.bias.data = weight, module.bias.data.float()
+            parent, _, child = name.rpartition(".")
+            setattr(dense.get_submodule(parent), child, linear)
+    torch.testing.assert_close(
+        logits_of(model, eval_batch), logits_of(dense, eval_batch), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_bnb_nf4_and_fp4_differ(quantized, eval_batch):
+    pytest.importorskip("bitsandbytes")
+    nf4 = logits_of(load_quantized("bnb_nf4", quantized("bnb_nf4", 4)[0]), eval_batch)
+    fp4 = logits_of(load_quantized("bnb_fp4", quantized("bnb_fp4", 4)[0]), eval_batch)
+    assert (nf4 - fp4).abs().max() > 1e-3
+
+
+def test_bnb_rejects_other_bit_widths(checkpoint, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from qid.quantize import bnb
+
+    with pytest.raises(ValueError, match="8-bit"):
+        bnb.quantize(checkpoint, tmp_path / "q", 8, {"method": "bnb_nf4"}, None)
+    with pytest.raises(ValueError, match="bnb_int8"):
+        bnb.quantize(checkpoint, tmp_path / "q", 4, {"method": "bnb_int8"}, None)
+
+
+def test_reload_in_fresh_process(quantized, eval_batch, tmp_path):
+    """What the workflow does: quantize in one job, evaluate in another."""
+    pytest.importorskip("gptqmodel")
+    pytest.importorskip("bitsandbytes")
+    cells = [("gptq", quantized("gptq", 4)[0]), ("bnb_nf4", quantized("bnb_nf4", 4)[0])]
+    torch.save(eval_batch, tmp_path / "batch.pt")
+    script = (
+        "import sys, torch\n"
+        "from qid.quantize import load_quantized\n"
+        "ids, mask = torch.load(sys.argv[1])\n"
+        "for i in range(2, len(sys.argv), 3):\n"
+        "    model = load_quantized(sys.argv[i], sys.argv[i + 1])\n"
+        "    with torch.no_grad():\n"
+        "        logits = model(input_ids=ids, attention_mask=mask).logits\n"
+        "    torch.save(logits, sys.argv[i + 2])\n"
+    )
+    args = [str(tmp_path / "batch.pt")]
+    for method, out in cells:
+        args += [method, str(out), str(tmp_path / f"{method}.pt")]
+    workflow_dir = str(Path(__file__).resolve().parents[1] / "workflow")
+    pythonpath = [workflow_dir, *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for method, out in cells:
+        fresh = torch.load(tmp_path / f"{method}.pt")
+        here = logits_of(load_quantized(method, out), eval_batch)
+        torch.testing.assert_close(fresh, here, rtol=0, atol=0)

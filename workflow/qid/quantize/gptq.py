@@ -1,0 +1,253 @@
+"""GPTQ through GPTQModel's own API (`GPTQModel.load` / `.quantize` / `.save`).
+
+Quantization and reloading both run on CPU, from and in fp32. Bit widths 2, 3, 4 and 8 are
+packed into int32 in the GPTQ checkpoint format (scales and linear biases are stored as fp16, as
+GPTQ checkpoints do) and reloaded with GPTQModel's plain torch kernel (TorchLinear), which
+dequantizes to fp32 and runs an ordinary matmul; see `load`. lm_head and embeddings stay fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+# Workarounds that must be in place before gptqmodel is first imported:
+# - GPTQModel sizes its CPU thread pool as (cores + 1) // 2, i.e. 1 worker on a 1- or 2-core
+#   machine, and then fails in GPTQModel.load with "Virtual pool 'model_loader:cpu' requests 2
+#   workers but parent 'cpu' only has 1". Ask for 2 there; leave larger machines alone.
+if "GPTQMODEL_CPU_WORKERS" not in os.environ and (os.cpu_count() or 1) < 3:
+    os.environ["GPTQMODEL_CPU_WORKERS"] = "2"
+# - The "Python GIL is enabled" warning printed at import is about multi-GPU MoE speed only.
+os.environ.setdefault("GPTQMODEL_DISABLE_GIL_WARNING", "1")
+
+# Harmless import-time warnings, silenced here in case gptqmodel is what first imports torchao
+# (transformers usually imports it first, and then they still show): torchao
+# cannot load its CUDA-only .so files on a CPU build, and its enum registration triggers a
+# torch pytree deprecation warning. Tokenicer (GPTQModel's tokenizer wrapper) logs at INFO that
+# it set pad_token = eos.
+for _name in ("torchao", "torch.utils._pytree", "tokenicer.tokenicer"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+DEFAULT_CALIBRATION_LENGTH = 128
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep GPTQModel's console output to warnings for the duration of a call.
+
+    GPTQModel logs through a shared LogBar logger (INFO by default: banners, per-stage timing
+    tables) and draws progress bars that ignore the logger level. In a non-interactive job they
+    are written out on every step (about layers x 4 x calibration rows lines per quantization).
+    GPTQModel itself swaps them for silent stand-ins under pytest via
+    `gptqmodel.utils.logger._suppress_live_renderables`; we flip the same switch here. If a
+    later version drops that hook, only the noise comes back.
+    """
+    saved: list[tuple[Any, str, Any]] = []
+    try:
+        from logbar import LogBar
+
+        logger = LogBar.shared()
+        saved.append((logger, "level", logger.level))
+        logger.setLevel(logging.WARNING)
+    except ImportError:  # pragma: no cover - logbar is a dependency of gptqmodel
+        pass
+    try:
+        import gptqmodel.utils.logger as glog
+
+        if hasattr(glog, "_suppress_live_renderables"):
+            saved.append((glog, "_suppress_live_renderables", glog._suppress_live_renderables))
+            glog._suppress_live_renderables = lambda: True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        yield
+    finally:
+        for obj, attr, value in reversed(saved):
+            if attr == "level":
+                obj.setLevel(value)
+            else:
+                setattr(obj, attr, value)
+
+
+def _import():
+    """Import gptqmodel; always go through here (its import logs a banner at INFO)."""
+    with _quiet():
+        import gptqmodel
+    return gptqmodel
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _calibration_rows(
+    tokenizer, texts: list[str], length: int, min_length: int
+) -> list[dict[str, list[int]]]:
+    """Tokenize and truncate to `length` tokens; drop rows of <= `min_length` tokens.
+
+    GPTQModel would drop the short rows itself (with a warning); doing it here keeps the counts
+    in the record true.
+    """
+    rows = []
+    for text in texts:
+        enc = tokenizer(text, truncation=True, max_length=length)
+        if len(enc["input_ids"]) > min_length:
+            rows.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+    return rows
+
+
+def quantize(
+    checkpoint: Path,
+    out: Path,
+    bits: int,
+    options: dict,
+    calibration: list[str] | None,
+) -> dict[str, Any]:
+    import torch
+    from transformers import AutoTokenizer
+
+    if bits not in (2, 3, 4, 8):
+        raise ValueError(f"gptq: {bits}-bit weights are not supported (supported: 2, 3, 4, 8)")
+    if not calibration:
+        raise ValueError("gptq needs calibration texts, none were given")
+
+    gptqmodel = _import()
+    GPTQModel, QuantizeConfig = gptqmodel.GPTQModel, gptqmodel.QuantizeConfig
+
+    group_size = int(options.get("group_size", 128))
+    desc_act = bool(options.get("desc_act", False))
+    damp_percent = float(options.get("damp_percent", 0.01))
+    sym = bool(options.get("sym", True))
+    length = int(options.get("calibration_length", DEFAULT_CALIBRATION_LENGTH))
+    # GPTQModel's own default: rows of <= 10 tokens carry too little context to count.
+    min_length = int(options.get("calibration_min_length", 10))
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    rows = _calibration_rows(tokenizer, calibration, length, min_length)
+    if not rows:
+        raise ValueError(
+            f"gptq: none of the {len(calibration)} calibration texts is longer than "
+            f"{min_length} tokens"
+        )
+    n_tokens = sum(len(r["input_ids"]) for r in rows)
+
+    with _quiet():
+        qcfg = QuantizeConfig(
+            bits=bits,
+            group_size=group_size,
+            desc_act=desc_act,
+            sym=sym,
+            damp_percent=damp_percent,
+            # GPTQModel turns on its act-group-aware reordering by default; quantize() then
+            # raises for group_size=-1 ("requires group_size > 0"), and with desc_act=True the
+            # config switches it off with a warning. Set it explicitly for both cases.
+            act_group_aware=not desc_act and group_size > 0,
+            # The default offloads finished modules to a temp dir; on GPT-NeoX (untied lm_head)
+            # quantize() then fails with "Offloaded tensor 'lm_head.weight' not found in
+            # offload directory". Small models fit in memory anyway.
+            offload_to_disk=False,
+        )
+        # GPTQModel's CPU loader defaults to bfloat16; quantize from the fp32 weights we saved.
+        model = GPTQModel.load(str(checkpoint), qcfg, device="cpu", dtype=torch.float32)
+        # Rows are pre-tokenized; GPTQModel only uses its own tokenizer copy for padding.
+        model.quantize(rows, batch_size=1, calibration_data_min_length=min_length)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        # save() print()s the directory listing and every JSON file it wrote; drop that.
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.save(str(out))
+    # Save the checkpoint's own tokenizer (GPTQModel saves its patched copy with a pad token).
+    tokenizer.save_pretrained(out)
+
+    losses = _gptq_losses(out / "quant_log.csv")
+    return {
+        "backend": "gptqmodel",
+        "backend_version": gptqmodel.__version__,
+        "calibration_texts": len(calibration),
+        "calibration_rows": len(rows),
+        "calibration_tokens": n_tokens,
+        "calibration_length": length,
+        "act_group_aware": qcfg.act_group_aware,
+        "gptq_loss_mean": sum(losses) / len(losses) if losses else None,
+        "gptq_loss_max": max(losses) if losses else None,
+        "size_bytes": _dir_size(out),
+        "weights_bytes": sum(p.stat().st_size for p in out.glob("*.safetensors")),
+    }
+
+
+def _gptq_losses(path: Path) -> list[float]:
+    """Per-module GPTQ reconstruction losses from the quant_log.csv GPTQModel writes."""
+    if not path.is_file():
+        return []
+    losses = []
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                losses.append(float(row["loss"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+    return losses
+
+
+@contextlib.contextmanager
+def _admit_fp32_torch_kernel():
+    """Let GPTQModel's plain torch kernel (TorchLinear) be selected for fp32 activations.
+
+    On CPU, GPTQModel 7.6 offers TorchLinear (2-8 bits, declared for fp16/bf16 only) and, for
+    4 bits, TorchFusedLinear, which is declared fp32-capable but casts fp32 inputs to bfloat16
+    internally. Either way the reloaded model would not run in fp32 like the baseline, and
+    bf16 activation rounding is of the same order as the 8-bit weight error being measured.
+    TorchLinear's forward is dtype-agnostic (dequantize to the scales' dtype, then matmul), so
+    we admit fp32 for it while the checkpoint loads; its fp32 dequantized weights match a
+    hand-unpacked reference exactly (checked at 2, 4 and 8 bits) and its logits match the
+    supported fp16 path to within fp16 rounding (tests/test_backends.py checks this).
+    """
+    import torch
+    from gptqmodel.nn_modules.qlinear.torch import TorchLinear
+
+    saved = TorchLinear.SUPPORTS_DTYPES
+    if torch.float32 not in saved:
+        TorchLinear.SUPPORTS_DTYPES = [*saved, torch.float32]
+    try:
+        yield TorchLinear
+    finally:
+        TorchLinear.SUPPORTS_DTYPES = saved
+
+
+def load(path: Path, dtype=None):
+    """Reload a GPTQ checkpoint on CPU: the transformers model with TorchLinear layers, eval mode.
+
+    `dtype` defaults to float32 (see `_admit_fp32_torch_kernel`); float16 selects GPTQModel's
+    officially supported path and is only meant for cross-checks.
+    """
+    import torch
+
+    gptqmodel = _import()
+    dtype = torch.float32 if dtype is None else dtype
+    with (
+        _quiet(),
+        _admit_fp32_torch_kernel() as kernel,
+        # from_quantized print()s "adapter: None".
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
+        # The saved config records bfloat16 (GPTQModel's CPU default); override it.
+        wrapped = gptqmodel.GPTQModel.load(
+            str(path), device="cpu", dtype=dtype, backend=gptqmodel.BACKEND.TORCH
+        )
+    model = wrapped.model  # the transformers model with GPTQ linear layers swapped in
+    layers = [m for m in model.modules() if isinstance(m, kernel)]
+    if not layers:
+        raise RuntimeError(f"{path}: no GPTQ TorchLinear layers after loading")
+    for layer in layers:
+        # TorchLinear.post_init replaces its dequantize_weight by a torch.compile'd (inductor)
+        # version: on CPU that JIT-compiles C++ on the first forward of each input shape
+        # (seconds each, recompiling as shapes vary) and logs torch.compile traces. Drop the
+        # instance attribute to get the class's eager method back; logits are identical.
+        layer.__dict__.pop("dequantize_weight", None)
+    model.eval()
+    return model
