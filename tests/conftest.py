@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from qid.grid import CHECKPOINT_META
 
 TEXTS = [
@@ -29,8 +30,9 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tokenizer) -> Path:
     import torch
-    from qid.checkpoints import model_config, non_embedding_params
     from transformers import GPTNeoXForCausalLM
+
+    from qid.checkpoints import model_config, non_embedding_params
 
     torch.manual_seed(0)
     arch = {"hidden_size": 64, "num_layers": 2, "num_heads": 2}

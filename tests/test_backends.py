@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from qid.quantize import load_quantized, quantize_cell
 
 EOS = "<|endoftext|>"

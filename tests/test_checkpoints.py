@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 import torch
-from qid.checkpoints import batches, lr_at, non_embedding_params
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from qid.checkpoints import batches, lr_at, non_embedding_params
 
 
 def test_non_embedding_params_match_pythia_160m():

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from qid.config import ConfigError, check_config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,5 @@
 import pytest
+
 from qid.data import DataError, paragraphs, sample_texts, split_documents
 
 

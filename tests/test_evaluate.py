@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 import torch
-from qid.evaluate import evaluate, windows
 from transformers import AutoModelForCausalLM
+
+from qid.evaluate import evaluate, windows
 
 TEXTS = [
     "The congress shall consider the new tax laws of the union. " * 6,

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from qid import QidError
 from qid.laws import PUBLISHED, UnifiedLaw, fit_all, fit_law
 
@@ -89,3 +90,19 @@ def test_fit_all_names_missing_columns_and_ambiguous_rows():
     with pytest.raises(QidError, match="method 'gptq' is not in the table"):
         fit_all(two, method="gptq")
     assert fit_all(two, method="other")["meta"]["method"] == "other"
+
+
+def test_weighting_by_the_standard_error_beats_ignoring_it():
+    """Rows at the noise floor (large qid_se) must not outvote the rows that carry the signal."""
+    errors = {True: 0.0, False: 0.0}
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        table = synthetic(TRUE, noise=0.0)
+        sigma = np.where(table.bits == 4, 0.8, 0.02)  # log-space noise per row
+        table["qid"] *= np.exp(rng.normal(0, sigma))
+        table["qid_se"] = table.qid * sigma
+        for weighted in errors:
+            fit = fit_law(table, "unified", weighted=weighted)
+            assert fit["weighted"] is weighted
+            errors[weighted] += abs(fit["params"]["alpha"]["value"] - TRUE.alpha)
+    assert errors[True] < 0.5 * errors[False], errors

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from qid.quantize.rtn import quantize_tensor
 
 

@@ -62,7 +62,7 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
     if not missing.empty:
         row = missing.iloc[0]
         raise QidError(
-            f"no 16-bit evaluation for {row.suite}/{row.size}/step{row.step} "
+            f"no 16-bit evaluation for {row['suite']}/{row['size']}/step{row['step']} "
             f"on eval set {row.eval_set!r}"
         )
     table["qid"] = table.loss_q - table.loss_16

@@ -136,6 +136,7 @@ def cmd_fit(args) -> None:
         method=args.method,
         eval_set=args.eval_set,
         confidence=args.confidence,
+        weighted=not args.unweighted,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(fits, indent=2) + "\n")
@@ -250,6 +251,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--method", help="fit this method's rows (required if the table has several)")
     s.add_argument("--eval-set", help="fit this eval set's rows (required if several)")
     s.add_argument("--confidence", type=float, default=0.95)
+    s.add_argument(
+        "--unweighted",
+        action="store_true",
+        help="ignore the table's qid_se (default: weight by qid / qid_se)",
+    )
     s.set_defaults(func=cmd_fit)
 
     s = sub.add_parser("figures", help="draw the paper's figures from the table and the fits")

@@ -45,9 +45,15 @@ def text_nll(
             ids[row, : len(w)] = torch.tensor(w)
             mask[row, : len(w)] = 1
         ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        token_nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-        per_row = (token_nll * mask[:, 1:]).sum(dim=1).double().cpu().numpy()
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        # Targets are the next tokens; the last position and padding are ignored. Scoring the
+        # full logits tensor (not a shifted slice) avoids copying it.
+        targets = torch.full_like(ids, -100)
+        targets[:, :-1] = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        token_nll = F.cross_entropy(
+            logits.view(-1, logits.shape[-1]), targets.view(-1), reduction="none", ignore_index=-100
+        )
+        per_row = token_nll.view(ids.shape).sum(dim=1).double().cpu().numpy()
         np.add.at(nll, [t for t, _ in batch], per_row)
     return nll
 

@@ -5,6 +5,10 @@ Eq. (8) qid = k D^beta / (N^alpha P^gamma).
 All are fitted in log space, where they are linear: log qid = log coef + beta log D - ...
 A single-factor law shares its exponent across the data and gives each combination of the other
 two factors its own coefficient (e.g. Eq. 5: one b per (N, P), one beta for all).
+
+Where the table has `qid_se` (the paired per-text standard error of each cell), residuals are
+weighted by qid / qid_se, the inverse of log(qid)'s standard error: cells whose QiD sits at the
+noise floor (3-4 bits on small models) then do not outvote the cells that carry the signal.
 """
 
 from __future__ import annotations
@@ -82,7 +86,17 @@ def _param(value: float, stderr: float | None, t: float, log: bool = False) -> d
     return {"value": float(value), "stderr": stderr, "ci_low": float(lo), "ci_high": float(hi)}
 
 
-def fit_law(table: pd.DataFrame, law: str, confidence: float = 0.95) -> dict:
+def log_weights(data: pd.DataFrame) -> np.ndarray | None:
+    """1 / stderr of log(qid) = qid / qid_se, where the table has usable standard errors."""
+    if "qid_se" not in data.columns:
+        return None
+    se = pd.to_numeric(data["qid_se"], errors="coerce").to_numpy(float)
+    if not np.all(np.isfinite(se) & (se > 0)):
+        return None
+    return data["qid"].to_numpy(float) / se
+
+
+def fit_law(table: pd.DataFrame, law: str, confidence: float = 0.95, weighted: bool = True) -> dict:
     """Fit one law to the usable rows of `table`; the result is plain JSON-able data."""
     coef, exponents, group_cols = LAWS[law]
     ok = usable(table)
@@ -102,6 +116,8 @@ def fit_law(table: pd.DataFrame, law: str, confidence: float = 0.95) -> dict:
         return {**out, "skipped": f"{len(data)} usable points for {n_free} parameters"}
 
     y = np.log(data["qid"].to_numpy(float))
+    weights = log_weights(data) if weighted else None
+    w = np.ones_like(y) if weights is None else weights / weights.mean()
     logx = {name: np.log(data[col].to_numpy(float)) for name, (col, _) in exponents.items()}
     params = lmfit.Parameters()
     for name in exponents:
@@ -116,7 +132,7 @@ def fit_law(table: pd.DataFrame, law: str, confidence: float = 0.95) -> dict:
             sign * p[name].value * logx[name] for name, (_, sign) in exponents.items()
         )
 
-    result = lmfit.minimize(lambda p: predict(p) - y, params, method="leastsq")
+    result = lmfit.minimize(lambda p: w * (predict(p) - y), params, method="leastsq")
     pred = predict(result.params)
     t = float(stats.t.ppf(0.5 + confidence / 2, max(1, len(y) - n_free)))
     fitted = {
@@ -144,6 +160,7 @@ def fit_law(table: pd.DataFrame, law: str, confidence: float = 0.95) -> dict:
         "params": fitted,
         "fixed": {name: 0.0 for name in fixed},
         "coefficients": coefficients,
+        "weighted": weights is not None,
         "r2_log": _r2(y, pred),
         "r2": _r2(np.exp(y), np.exp(pred)),
         "confidence": confidence,
@@ -174,6 +191,7 @@ def fit_all(
     method: str | None = None,
     eval_set: str | None = None,
     confidence: float = 0.95,
+    weighted: bool = True,
 ) -> dict:
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
@@ -183,7 +201,7 @@ def fit_all(
             table = select(table, column, value)
     if table.empty:
         raise QidError("no rows to fit")
-    fits = {law: fit_law(table, law, confidence) for law in LAWS}
+    fits = {law: fit_law(table, law, confidence, weighted) for law in LAWS}
     if "params" not in fits["unified"]:
         raise QidError(f"cannot fit the unified law: {fits['unified']['skipped']}")
     fits["meta"] = {
@@ -192,6 +210,7 @@ def fit_all(
         "rows": len(table),
         "space": "log",
         "confidence": confidence,
+        "weighted": fits["unified"]["weighted"],
     }
     return fits
 

@@ -1,6 +1,7 @@
 # Validation and input functions shared by the stages.
 import json
 import shlex
+import sys
 
 from snakemake.utils import validate
 
@@ -15,6 +16,10 @@ try:
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
 validate(config, "../../config/schema/config.schema.yaml")
+
+# Rules run the `qid` CLI installed beside this Snakemake, even when its environment is not
+# activated (e.g. `.venv/bin/snakemake ...`).
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])
 
 EVAL_SETS = list(config["eval_sets"])
 CONFIG_HASH = config_hash(config)

@@ -99,6 +99,7 @@ def quantize_cell(
         "checkpoint": str(checkpoint),
         "output": str(out),
         "seconds": round(time.perf_counter() - start, 3),
+        "size_bytes": sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file()),
         **extra,
     }
     Path(record).parent.mkdir(parents=True, exist_ok=True)

@@ -29,10 +29,6 @@ def _quant_type(options: dict) -> str:
         raise ValueError(f"bnb: unknown method {method!r} (known: {known})") from None
 
 
-def _dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def _use_fp32_compute(model) -> int:
     """Route every bnb 4-bit layer through dequantize + fp32 matmul; return how many there are.
 
@@ -101,7 +97,6 @@ def quantize(
         "blocksize": blocksize,
         "double_quant": double_quant,
         "quantized_layers": n_layers,
-        "size_bytes": _dir_size(out),
         "weights_bytes": sum(p.stat().st_size for p in out.glob("*.safetensors")),
     }
 

@@ -81,10 +81,6 @@ def _import():
     return gptqmodel
 
 
-def _dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def _calibration_rows(
     tokenizer, texts: list[str], length: int, min_length: int
 ) -> list[dict[str, list[int]]]:
@@ -175,7 +171,6 @@ def quantize(
         "act_group_aware": qcfg.act_group_aware,
         "gptq_loss_mean": sum(losses) / len(losses) if losses else None,
         "gptq_loss_max": max(losses) if losses else None,
-        "size_bytes": _dir_size(out),
         "weights_bytes": sum(p.stat().st_size for p in out.glob("*.safetensors")),
     }
 
