@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -33,6 +34,17 @@ def _rows(table: pd.DataFrame, fits: dict) -> pd.DataFrame:
     return table.assign(model=table["size"].map(labels))
 
 
+def _palette(rows: pd.DataFrame) -> dict:
+    models = rows.drop_duplicates("model").model
+    return dict(zip(models, sns.color_palette(n_colors=len(models)), strict=True))
+
+
+def _plain_log_ticks(g: sns.FacetGrid) -> None:
+    """Label only the decades of log axes: minor-tick labels overlap on short ranges."""
+    for ax in g.axes.flat:
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def _title(fits: dict) -> str:
     meta = fits.get("meta", {})
     return f"{meta.get('method') or 'all methods'} on {meta.get('eval_set') or 'all eval sets'}"
@@ -40,6 +52,7 @@ def _title(fits: dict) -> str:
 
 def fig2_qid_vs_tokens(table: pd.DataFrame, fits: dict) -> plt.Figure:
     rows = _rows(table, fits)
+    palette = _palette(rows)
     g = sns.relplot(
         data=rows,
         x="tokens",
@@ -48,14 +61,27 @@ def fig2_qid_vs_tokens(table: pd.DataFrame, fits: dict) -> plt.Figure:
         col="bits",
         kind="line",
         marker="o",
+        palette=palette,
         facet_kws={"sharey": False},
         height=3.2,
         aspect=1.1,
     )
     g.set(xscale="log", xlabel="training tokens D", ylabel="QiD (nats)")
-    for ax in g.axes.flat:
+    for bits, ax in g.axes_dict.items():
         ax.axhline(0, color="gray", lw=0.8, ls=":")
-    g.figure.suptitle(f"Fig. 2 - QiD vs training tokens ({_title(fits)})", y=1.03)
+        if "qid_se" in rows.columns:  # 95% intervals from the paired per-text standard error
+            for model, part in rows[rows.bits == bits].groupby("model"):
+                ax.errorbar(
+                    part.tokens,
+                    part.qid,
+                    yerr=1.96 * part.qid_se,
+                    fmt="none",
+                    ecolor=palette[model],
+                    elinewidth=0.8,
+                    capsize=2,
+                )
+    _plain_log_ticks(g)
+    g.figure.suptitle(f"Fig. 2 - QiD vs training tokens ({_title(fits)}; bars: 95% CI)", y=1.03)
     return g.figure
 
 
@@ -76,6 +102,10 @@ def _law_figure(
         palette="viridis" if hue == "tokens" else None,
     )
     g.set(xscale="log", yscale="log", ylabel="QiD (nats)")
+    _plain_log_ticks(g)
+    if x == "bits":  # a few bit widths, no decade: label them all
+        for ax in g.axes.flat:
+            ax.set_xticks(sorted(rows.bits.unique()), labels=map(str, sorted(rows.bits.unique())))
     coef, exponents, group_cols = LAWS[law]
     name = next(iter(exponents))
     if "params" in fit:
@@ -113,7 +143,7 @@ def fig6_unified_law(table: pd.DataFrame, fits: dict) -> plt.Figure:
     rows = rows[usable(rows)]
     law = unified_from_fit(fits["unified"])
     models = rows.drop_duplicates("model")[["model", "n_params"]]
-    palette = dict(zip(models.model, sns.color_palette(n_colors=len(models)), strict=True))
+    palette = _palette(rows)
     g = sns.relplot(
         data=rows,
         x="tokens",
@@ -125,6 +155,7 @@ def fig6_unified_law(table: pd.DataFrame, fits: dict) -> plt.Figure:
         palette=palette,
     )
     g.set(xscale="log", yscale="log", xlabel="training tokens D", ylabel="QiD (nats)")
+    _plain_log_ticks(g)
     xs = np.geomspace(rows.tokens.min(), rows.tokens.max(), 50)
     for bits, ax in g.axes_dict.items():
         for model, n in models.itertuples(index=False):
