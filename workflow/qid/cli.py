@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import re
 import sys
 from pathlib import Path
 
@@ -126,6 +126,19 @@ def cmd_aggregate(args) -> None:
     print(f"{len(table)} rows -> {args.out}")
 
 
+def _dump(data) -> str:
+    """Indented JSON with each innermost list of numbers on one line (bootstrap draws, ranges)."""
+    return re.sub(
+        r'\[[^\[\]{}"]*\]',
+        lambda m: "[" + " ".join(m.group()[1:-1].split()) + "]",
+        json.dumps(data, indent=2),
+    )
+
+
+def _load_fits(path: Path | None) -> dict | None:
+    return None if path is None else json.loads(Path(path).read_text())
+
+
 def cmd_fit(args) -> None:
     import pandas as pd
 
@@ -137,15 +150,69 @@ def cmd_fit(args) -> None:
         eval_set=args.eval_set,
         confidence=args.confidence,
         weighted=not args.unweighted,
+        loss=args.loss,
+        starts=args.starts,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        validation=args.validate,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(fits, indent=2) + "\n")
+    args.out.write_text(_dump(fits) + "\n")
     u = fits["unified"]["params"]
     print(
         "unified: "
         + ", ".join(f"{k}={v['value']:.4g}" for k, v in u.items())
         + f"; R2(log)={fits['unified']['r2_log']:.3f}"
     )
+    if "validation" in fits:
+        v = fits["validation"]
+        print(f"held out: RMSE(log) {v['rmse_log']:.3g}, MAE {v['mae_nats']:.3g} nats")
+
+
+def cmd_table1(args) -> None:
+    from qid.table1 import table1, to_markdown
+
+    frame = table1(_load_fits(args.fits), by_bits=args.by_bits, confidence=args.confidence)
+    text = to_markdown(frame, f"Table 1 from {args.fits or 'the published law'}")
+    if args.out_csv:
+        args.out_csv.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out_csv, index=False)
+    if args.out_md:
+        args.out_md.parent.mkdir(parents=True, exist_ok=True)
+        args.out_md.write_text(text)
+    if not args.out_md:
+        print(text, end="")
+
+
+def cmd_diagnose(args) -> None:
+    from qid.diagnose import diagnose
+
+    result = diagnose(
+        args.qid,
+        args.n_params,
+        args.bits,
+        _load_fits(args.fits),
+        qid_se=args.qid_se,
+        by_bits=args.by_bits,
+        confidence=args.confidence,
+        seed=args.seed,
+        extrapolate=args.extrapolate,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    ci = ""
+    if result["tokens_low"] is not None:
+        ci = (
+            f" ({result['confidence']:.0%} interval {result['tokens_low']:.3g}"
+            f"-{result['tokens_high']:.3g}, {result['ci']})"
+        )
+    print(f"estimated training tokens D = {result['tokens']:.3g}{ci} [law: {result['law']}]")
+    print(result["verdict"])
+    levels = ", ".join(f"{q}: {d:.3g}" for q, d in result["thresholds"].items())
+    print(f"tokens at which QiD reaches each level: {levels}")
+    for warning in result["warnings"]:
+        print(f"warning: {warning}")
 
 
 def cmd_figures(args) -> None:
@@ -256,7 +323,61 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ignore the table's qid_se (default: weight by qid / qid_se)",
     )
+    s.add_argument(
+        "--loss",
+        choices=["linear", "huber"],
+        default="linear",
+        help="least squares in log space (default) or Huber, robust to outlying cells",
+    )
+    s.add_argument("--starts", type=int, default=1, help="starting points (best cost kept)")
+    s.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add percentile intervals from N resamples of the rows (e.g. 1000; default off)",
+    )
+    s.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    s.add_argument(
+        "--validate",
+        action="store_true",
+        help="add held-out errors: refit without each model size and without the last steps",
+    )
     s.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser(
+        "table1", help="Table 1: training tokens at which QiD reaches 0.2-0.5 (1B-405B, 2-4 bits)"
+    )
+    s.add_argument("--fits", type=Path, help="fits.json of qid fit (default: the published law)")
+    s.add_argument(
+        "--by-bits",
+        action="store_true",
+        help="use the fit to each bit width alone where fits.json has it (the paper's 3/4-bit)",
+    )
+    s.add_argument("--confidence", type=float, default=0.95)
+    s.add_argument("--out-md", type=Path, help="Markdown table (default: print it)")
+    s.add_argument("--out-csv", type=Path, help="CSV, one row per model, level and bit width")
+    s.set_defaults(func=cmd_table1)
+
+    s = sub.add_parser(
+        "diagnose",
+        help="estimate a model's training tokens from its measured QiD (Sec. 4.2)",
+    )
+    s.add_argument("--n-params", type=float, required=True, help="non-embedding parameters N")
+    s.add_argument("--qid", type=float, required=True, help="measured QiD in nats")
+    s.add_argument("--bits", type=float, required=True, help="bit width P of the measurement")
+    s.add_argument("--qid-se", type=float, help="standard error of the measured QiD")
+    s.add_argument("--fits", type=Path, help="fits.json of qid fit (default: the published law)")
+    s.add_argument("--by-bits", action="store_true", help="use the fit to that bit width alone")
+    s.add_argument("--confidence", type=float, default=0.95)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--extrapolate",
+        action="store_true",
+        help="answer outside the fitted range of N, D, P (with a warning) instead of refusing",
+    )
+    s.add_argument("--json", action="store_true", help="print the full result as JSON")
+    s.set_defaults(func=cmd_diagnose)
 
     s = sub.add_parser("figures", help="draw the paper's figures from the table and the fits")
     s.add_argument("--table", type=Path, default=Path(grid.QID_TABLE))
@@ -268,8 +389,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # GPTQModel's CPU path needs at least two workers, even on a 2-core machine.
-    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
     args = parser().parse_args(argv)
     try:
         args.func(args)
