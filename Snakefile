@@ -26,4 +26,6 @@ rule all:
     input:
         grid.QID_TABLE,
         grid.FITS,
+        grid.SUMMARY,
+        expand(grid.TABLE1, which=["", "_published"], ext=["md", "csv"]),
         figure_outputs(),

@@ -89,6 +89,10 @@ def test_the_study_produces_table_fits_and_figures(study):
         assert {"n_points", "n_excluded"} <= set(fits[law])
     assert set(fits["unified"]["params"]) == {"k", "alpha", "beta", "gamma"}
     assert set(fits["unified"]["params"]["beta"]) == {"value", "stderr", "ci_low", "ci_high"}
+    assert fits["unified"]["bootstrap"]["n"] == 1000 and "validation" in fits
+    assert "this study beside the paper" in (study / "results" / "summary.md").read_text()
+    table1 = pd.read_csv(study / "results" / "table1_published.csv")
+    assert len(table1) == 4 * 4 * 3  # models x QiD levels x bit widths
     for name in ("fig2_qid_vs_tokens", "fig6_unified_law"):
         for ext in ("png", "pdf"):
             assert (study / "results" / "figures" / f"{name}.{ext}").stat().st_size > 1000

@@ -184,6 +184,15 @@ def cmd_table1(args) -> None:
         print(text, end="")
 
 
+def cmd_summary(args) -> None:
+    from qid.report import summary
+
+    text = summary(json.loads(args.fits.read_text()))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"summary -> {args.out}")
+
+
 def cmd_diagnose(args) -> None:
     from qid.diagnose import diagnose
 
@@ -385,6 +394,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", type=Path, default=Path(grid.FIGURE).parent)
     s.add_argument("--names", nargs="*", help="figures to draw (default: all)")
     s.set_defaults(func=cmd_figures)
+
+    s = sub.add_parser("summary", help="the fitted laws beside the paper's numbers (Markdown)")
+    s.add_argument("--fits", type=Path, default=Path(grid.FITS))
+    s.add_argument("--out", type=Path, default=Path(grid.SUMMARY))
+    s.set_defaults(func=cmd_summary)
     return p
 
 

@@ -23,6 +23,8 @@ BASE = "base"  # the unquantized (16-bit) model, evaluated once and shared by al
 EVAL = f"{RESULTS}/{{suite}}/eval/{{size}}/step{{step}}/{{variant}}/{{eval_set}}.json"
 QID_TABLE = f"{RESULTS}/qid.parquet"
 FITS = f"{RESULTS}/fits.json"
+SUMMARY = f"{RESULTS}/summary.md"
+TABLE1 = f"{RESULTS}/table1{{which}}.{{ext}}"  # which: "" (fitted per bit width), "_published"
 FIGURE = f"{RESULTS}/figures/{{name}}.{{ext}}"
 CHECKPOINT_META = "qid_checkpoint.json"  # written into every trained checkpoint directory
 

@@ -17,9 +17,16 @@ except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
 validate(config, "../../config/schema/config.schema.yaml")
 
+
+envvars:
+    "PATH",
+
+
 # Rules run the `qid` CLI installed beside this Snakemake, even when its environment is not
 # activated (e.g. `.venv/bin/snakemake ...`).
-os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])
+os.environ["PATH"] = os.pathsep.join(
+    [os.path.dirname(sys.executable), os.environ["PATH"]]
+)
 
 EVAL_SETS = list(config["eval_sets"])
 CONFIG_HASH = config_hash(config)

@@ -10,8 +10,54 @@ rule fit:
     params:
         method=config["fit"]["method"],
         eval_set=config["fit"]["eval_set"],
-        confidence=config["fit"].get("confidence", 0.95),
-        weighting="" if config["fit"].get("weighted", True) else "--unweighted",
+        options=lambda w: " ".join(
+            [
+                f"--confidence {config['fit'].get('confidence', 0.95)}",
+                f"--loss {config['fit'].get('loss', 'linear')}",
+                f"--bootstrap {config['fit'].get('bootstrap', 1000)} --seed {config['seed']}",
+                "--validate" if config["fit"].get("validate", True) else "",
+                "" if config["fit"].get("weighted", True) else "--unweighted",
+            ]
+        ),
     shell:
         "qid fit --table {input} --out {output} --method {params.method}"
-        " --eval-set {params.eval_set} --confidence {params.confidence} {params.weighting} > {log} 2>&1"
+        " --eval-set {params.eval_set} {params.options} > {log} 2>&1"
+
+
+rule table1:
+    input:
+        grid.FITS,
+    output:
+        md=expand(grid.TABLE1, which="", ext="md"),
+        csv=report(
+            expand(grid.TABLE1, which="", ext="csv")[0],
+            caption="../report/table1.rst",
+            category="Tables",
+        ),
+        published_md=expand(grid.TABLE1, which="_published", ext="md"),
+        published_csv=report(
+            expand(grid.TABLE1, which="_published", ext="csv")[0],
+            caption="../report/table1_published.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/table1.log",
+    conda:
+        "../../envs/qid.yaml"
+    shell:
+        "(qid table1 --fits {input} --by-bits --out-md {output.md} --out-csv {output.csv}"
+        " && qid table1 --out-md {output.published_md} --out-csv {output.published_csv})"
+        " > {log} 2>&1"
+
+
+rule summary:
+    input:
+        grid.FITS,
+    output:
+        report(grid.SUMMARY, caption="../report/summary.rst", category="Tables"),
+    log:
+        "logs/summary.log",
+    conda:
+        "../../envs/qid.yaml"
+    shell:
+        "qid summary --fits {input} --out {output} > {log} 2>&1"
