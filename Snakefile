@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded default, unless a study config is given with --configfile: that one replaces it
+# (Snakemake would otherwise merge the two, mixing the default suite into e.g. the Pythia grid).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"
@@ -19,6 +23,10 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/figures.smk"
+
+
+localrules:
+    all,
 
 
 rule all:

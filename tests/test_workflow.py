@@ -126,6 +126,16 @@ def test_a_cell_of_an_unknown_method_is_named(study):
     assert "unknown quantization method 'hqq'" in run.stdout + run.stderr
 
 
+def test_a_configfile_replaces_the_default_config(tmp_path):
+    # The workflow's own config/config.yaml is present (as in a checkout), yet only the given
+    # config's suite is scheduled: Snakemake would merge the two by default.
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((ROOT / "config" / "config.yaml").read_text())
+    dry = snakemake(tmp_path, "-n")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "suite=micro" in dry.stdout and "neox-sotu" not in dry.stdout
+
+
 def test_bad_config_fails_before_any_job(tmp_path):
     config = yaml.safe_load(MICRO.read_text())
     config["methods"]["rtn"]["bits"] = [1, 2]

@@ -7,6 +7,10 @@ rule aggregate:
         "logs/aggregate.log",
     conda:
         "../../envs/qid.yaml"
+    resources:
+        **CPU_PLACEMENT,
+        mem_mb=cpu_job("mem_mb"),
+        runtime=cpu_job("runtime"),
     params:
         config_hash=CONFIG_HASH,
     shell:

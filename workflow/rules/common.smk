@@ -41,6 +41,44 @@ wildcard_constraints:
     eval_set=r"[^/]+",
 
 
+RES = config.get("resources", {})
+
+
+def placement(gpu):
+    """SLURM account/partition (and GPUs for the GPU jobs) from the config's `resources`."""
+    out = {}
+    if RES.get("account"):
+        out["slurm_account"] = RES["account"]
+    partition = (RES.get("gpu_partition") if gpu else None) or RES.get("partition")
+    if partition:
+        out["slurm_partition"] = partition
+    if gpu and RES.get("gpu", 0):
+        out["gpu"] = RES["gpu"]
+        if RES.get("gpu_model"):
+            out["gpu_model"] = RES["gpu_model"]
+    return out
+
+
+CPU_PLACEMENT = placement(gpu=False)
+GPU_PLACEMENT = placement(gpu=True)
+
+
+def cpu_job(key):
+    """mem_mb or runtime of a CPU job, growing with the attempt (a retry asks for more)."""
+    base = RES.get("cpu_job", {"mem_mb": 2000, "runtime": 15})[key]
+    return lambda wildcards, attempt: base * attempt
+
+
+def gpu_job(key):
+    """mem_mb or runtime of a size's GPU job, from the per-size table, growing with attempt."""
+
+    def resource(wildcards, attempt):
+        default = RES.get("gpu_job", {"mem_mb": 4000, "runtime": 30})
+        return RES.get("sizes", {}).get(wildcards.size, default)[key] * attempt
+
+    return resource
+
+
 def as_arg(obj):
     """A config block as one shell-quoted JSON argument of the qid CLI."""
     return shlex.quote(json.dumps(obj, separators=(",", ":")))

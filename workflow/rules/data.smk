@@ -8,6 +8,10 @@ rule data:
         "logs/data.log",
     conda:
         "../../envs/qid.yaml"
+    resources:
+        **CPU_PLACEMENT,
+        mem_mb=cpu_job("mem_mb"),
+        runtime=cpu_job("runtime"),
     params:
         seed=config["seed"],
         data=as_arg(config["data"]),

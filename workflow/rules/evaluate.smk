@@ -11,6 +11,10 @@ rule evaluate_base:
         "logs/{suite}/evaluate/{size}/step{step}/base.log",
     conda:
         "../../envs/qid.yaml"
+    resources:
+        **GPU_PLACEMENT,
+        mem_mb=gpu_job("mem_mb"),
+        runtime=gpu_job("runtime"),
     params:
         checkpoint=checkpoint_path,
         evaluation=lambda w, input, output: eval_args(input.texts, output.evals, "out"),

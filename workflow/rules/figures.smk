@@ -18,6 +18,10 @@ for fig in FIGURES:
             f"logs/figures/{fig}.log",
         conda:
             "../../envs/qid.yaml"
+        resources:
+            **CPU_PLACEMENT,
+            mem_mb=cpu_job("mem_mb"),
+            runtime=cpu_job("runtime"),
         params:
             name=fig,
             out_dir=lambda w, output: os.path.dirname(output.png),

@@ -7,6 +7,10 @@ rule fit:
         "logs/fit.log",
     conda:
         "../../envs/qid.yaml"
+    resources:
+        **CPU_PLACEMENT,
+        mem_mb=cpu_job("mem_mb"),
+        runtime=cpu_job("runtime"),
     params:
         method=config["fit"]["method"],
         eval_set=config["fit"]["eval_set"],
@@ -44,6 +48,10 @@ rule table1:
         "logs/table1.log",
     conda:
         "../../envs/qid.yaml"
+    resources:
+        **CPU_PLACEMENT,
+        mem_mb=cpu_job("mem_mb"),
+        runtime=cpu_job("runtime"),
     shell:
         "(qid table1 --fits {input} --by-bits --out-md {output.md} --out-csv {output.csv}"
         " && qid table1 --out-md {output.published_md} --out-csv {output.published_csv})"
@@ -59,5 +67,9 @@ rule summary:
         "logs/summary.log",
     conda:
         "../../envs/qid.yaml"
+    resources:
+        **CPU_PLACEMENT,
+        mem_mb=cpu_job("mem_mb"),
+        runtime=cpu_job("runtime"),
     shell:
         "qid summary --fits {input} --out {output} > {log} 2>&1"

@@ -18,6 +18,10 @@ rule quantize:
     conda:
         "../../envs/qid.yaml"
     threads: lambda w: config["methods"][w.method].get("threads", 1)
+    resources:
+        **GPU_PLACEMENT,
+        mem_mb=gpu_job("mem_mb"),
+        runtime=gpu_job("runtime"),
     params:
         checkpoint=checkpoint_path,
         options=lambda w: as_arg(grid.method_options(config, w.method)),

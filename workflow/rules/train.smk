@@ -10,6 +10,10 @@ rule train:
     conda:
         "../../envs/qid.yaml"
     threads: lambda w: config["suites"][w.suite]["sizes"][w.size].get("threads", 1)
+    resources:
+        **GPU_PLACEMENT,
+        mem_mb=gpu_job("mem_mb"),
+        runtime=gpu_job("runtime"),
     params:
         seed=config["seed"],
         arch=lambda w: as_arg(config["suites"][w.suite]["sizes"][w.size]),
