@@ -138,6 +138,7 @@ def run(
         source = quantized
     tokenizer = AutoTokenizer.from_pretrained(source)
     reference = AutoTokenizer.from_pretrained(reference_tokenizer) if reference_tokenizer else None
+    versions = library_versions()  # one lookup per process, shared by every eval set
     records = []
     for text_path, out in zip(texts, outs, strict=True):
         result = evaluate(model, tokenizer, read_texts(text_path), context, batch_tokens, reference)
@@ -152,7 +153,7 @@ def run(
             "model": str(source),
             "reference_tokenizer": reference_tokenizer or "own",
             "seed": meta.get("seed"),
-            "versions": library_versions(),
+            "versions": versions,
             **result,
         }
         Path(out).parent.mkdir(parents=True, exist_ok=True)
