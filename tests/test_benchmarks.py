@@ -1,0 +1,89 @@
+"""The benchmark scripts run and are correct on tiny inputs (no timings are asserted)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import dryrun_scaling  # noqa: E402
+import end_to_end  # noqa: E402
+import eval_throughput  # noqa: E402
+import gpu_throughput  # noqa: E402
+import quantize_overhead  # noqa: E402
+
+
+def test_naive_loop_and_evaluator_agree_on_multi_window_texts():
+    import common
+
+    model = common.random_model(32, 1, 1, 300, 16)
+    ids = eval_throughput.generated_ids(6, 300, seed=1)  # 40+ tokens: several windows of 16
+    naive = eval_throughput.naive_nll(model, ids, 0, 16)
+    ours = eval_throughput.qid_nll(model, ids, 0, 16, batch_tokens=64)
+    n_tokens = sum(len(t) for t in ids)
+    assert abs(naive - ours) / n_tokens < eval_throughput.MAX_LOSS_DIFF
+
+
+def test_eval_throughput_runs(capsys):
+    argv = ["--random", "--hidden", "32", "--layers", "1", "--heads", "1", "--vocab", "300"]
+    assert eval_throughput.main([*argv, "--n-texts", "6", "--repeats", "1"]) == 0
+    assert "eval throughput ratio" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_eval_throughput_on_a_checkpoint(tiny_checkpoint, capsys):
+    argv = ["--checkpoint", str(tiny_checkpoint), "--context", "64", "--n-texts", "4"]
+    assert eval_throughput.main([*argv, "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint {tiny_checkpoint}" in out
+
+
+def test_quantize_overhead_runs_rtn(tiny_checkpoint, capsys):
+    argv = ["--checkpoint", str(tiny_checkpoint), "--methods", "rtn", "--repeats", "1"]
+    assert quantize_overhead.main(argv) == 0
+    assert "rtn" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_dryrun_grids_are_valid_configs_of_the_right_size():
+    from qid import grid
+    from qid.config import check_config
+
+    paper = check_config(dryrun_scaling.paper_config())
+    assert len(list(grid.checkpoints(paper))) == 6 * 20
+    assert len(list(grid.cells(paper))) == 6 * 20 * 4
+    for how in ("suites", "steps"):
+        big = check_config(dryrun_scaling.scaled(paper, 10, how))
+        assert len(list(grid.cells(big))) == 10 * 6 * 20 * 4
+
+
+def test_time_v_parsing():
+    text = (
+        "\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02:03.5\n"
+        "\tMaximum resident set size (kbytes): 123456\n"
+    )
+    assert end_to_end.parse_time_v(text) == {"max_rss_kib": 123456.0, "wall_s": 3723.5}
+
+
+def test_gpu_benchmark_without_gpu_says_so(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the benchmark measures instead")
+    assert gpu_throughput.main([]) == 0
+    assert "no GPU available: not measured" in capsys.readouterr().out
+
+
+def test_gpu_benchmark_code_path_on_cpu(capsys):
+    argv = ["--device", "cpu", "--sizes", "tiny", "--context", "32", "--seconds", "0"]
+    assert gpu_throughput.main([*argv, "--batches", "1", "--dtype", "float32"]) == 0
+    assert "tiny" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_batch_tokens_from_memory():
+    # 80 GB free, half of it, Pythia's vocabulary: whole windows of 2048, ~39k tokens.
+    tokens = gpu_throughput.batch_tokens_for(80 * 10**9, 50304, 768, 2048, 0.5)
+    assert tokens % 2048 == 0 and 30_000 < tokens < 80_000
+    assert gpu_throughput.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
