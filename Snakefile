@@ -18,6 +18,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/fetch.smk"
 include: "workflow/rules/quantize.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
@@ -37,3 +38,4 @@ rule all:
         grid.SUMMARY,
         expand(grid.TABLE1, which=["", "_published"], ext=["md", "csv"]),
         figure_outputs(),
+        released_revisions(),

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from qid.grid import CHECKPOINT_META
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TEXTS = [
     f"Message {i}: the state of the union is {w}, and the congress shall {v} the {n} laws."
@@ -50,3 +55,41 @@ def tiny_checkpoint(tmp_path_factory, tokenizer) -> Path:
     }
     (path / CHECKPOINT_META).write_text(json.dumps(meta))
     return path
+
+
+def put_in_hub_cache(cache: Path, repo: str, revision: str, files: Path) -> str:
+    """Lay `files` out as the hub's cache does (huggingface_hub's layout: blobs named by hash,
+    snapshots/<commit>/ linking to them, refs/<revision> naming the commit); the commit hash."""
+    import hashlib
+
+    root = cache / f"models--{repo.replace('/', '--')}"
+    commit = hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+    snapshot = root / "snapshots" / commit
+    (root / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for f in sorted(p for p in files.iterdir() if p.is_file() and p.name != CHECKPOINT_META):
+        data = f.read_bytes()
+        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / f.name).symlink_to(Path("../../blobs") / blob.name)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / revision).write_text(commit)
+    return commit
+
+
+def snakemake(
+    workdir: Path, *args: str, configfile: Path, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Snakemake on this checkout's Snakefile in `workdir`, as a user runs it."""
+    # PATH without this interpreter's bin/: the workflow must find `qid` by itself.
+    path = os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != Path(sys.executable).parent
+    )
+    cmd = [
+        sys.executable,
+        *("-m", "snakemake", "-s", str(ROOT / "Snakefile")),
+        *("--configfile", str(configfile), "--directory", str(workdir), "--cores", "2"),
+        *args,
+    ]
+    env = {**os.environ, "PATH": path, **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)

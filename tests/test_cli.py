@@ -1,13 +1,16 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TEXTS
 
+from qid import grid
 from qid.cli import main, parser
 from qid.laws import UnifiedLaw
 
-STAGES = ["data", "train", "quantize", "evaluate", "aggregate", "fit", "figures"]
+STAGES = ["data", "train", "quantize", "cells", "evaluate", "aggregate", "fit", "figures"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -66,3 +69,99 @@ def test_quantize_names_an_unsupported_bit_width(tiny_checkpoint, tmp_path, caps
         )
     assert "method 'bnb_nf4' does not support 3-bit weights" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
+
+
+def _cells_args(checkpoint, texts, cells: str) -> list[str]:
+    options = {"rtn": {"group_size": 32}, "bnb_nf4": {}}
+    return [
+        "cells",
+        *("--suite", "t", "--size", "h64-l2", "--step", "10"),
+        *("--checkpoint", str(checkpoint), "--cells", cells),
+        *("--options", json.dumps(options), "--texts", str(texts), "--context", "32"),
+    ]
+
+
+def test_cells_of_a_checkpoint_equal_the_per_cell_commands(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    texts = tmp_path / "heldout.parquet"
+    pd.DataFrame({"text": TEXTS[:12]}).to_parquet(texts)
+    main(_cells_args(tiny_checkpoint, texts, "rtn:2,rtn:4"))
+    ckpt = grid.Checkpoint("t", "h64-l2", 10)
+    base = json.loads(Path(ckpt.eval_path(grid.BASE, "heldout")).read_text())
+    assert base["variant"] == grid.BASE
+    for bits in (2, 4):
+        cell = grid.Cell(ckpt, "rtn", bits)
+        batched = json.loads(Path(cell.eval_path("heldout")).read_text())
+        assert json.loads(Path(cell.record).read_text())["bits"] == bits
+        # The same cell by the per-cell commands the `execution.per_job: cell` rules run.
+        alone = tmp_path / f"alone{bits}"
+        main(
+            [
+                "quantize",
+                *("--checkpoint", str(tiny_checkpoint), "--method", "rtn", "--bits", str(bits)),
+                *("--out", str(alone), "--record", f"{alone}.json"),
+                *("--options", json.dumps({"group_size": 32}), "--texts", str(texts)),
+                *("--eval-out", f"{alone}/heldout.json", "--context", "32"),
+            ]
+        )
+        single = json.loads((alone / "heldout.json").read_text())
+        assert batched["nll_per_text"] == single["nll_per_text"]
+        assert batched["loss"] != base["loss"]
+
+
+def test_cells_checks_every_cell_before_any_work(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    texts = tmp_path / "heldout.parquet"
+    pd.DataFrame({"text": TEXTS[:4]}).to_parquet(texts)
+    with pytest.raises(SystemExit):
+        main(_cells_args(tiny_checkpoint, texts, "rtn:2,bnb_nf4:3"))
+    assert "method 'bnb_nf4' does not support 3-bit weights" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def _fit_a_little(path: Path, texts: list[str], steps: int = 40) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    stream = sum(AutoTokenizer.from_pretrained(path)(texts)["input_ids"], [])
+    ids = torch.tensor(stream[: len(stream) // 32 * 32]).view(-1, 32)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(path)
+
+
+def test_diagnose_measures_a_checkpoint_it_is_given(tiny_checkpoint, tmp_path, capsys):
+    import shutil
+
+    from qid.diagnose import measure
+    from qid.grid import CHECKPOINT_META
+
+    texts = tmp_path / "heldout.parquet"
+    pd.DataFrame({"text": TEXTS[:12]}).to_parquet(texts)
+    # Any causal LM directory: without qid's metadata N is counted from the model. Trained a
+    # little first, so that 2-bit rounding costs loss (on random weights it may not).
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_checkpoint, plain, ignore=shutil.ignore_patterns(CHECKPOINT_META))
+    _fit_a_little(plain, TEXTS)
+    m = measure(plain, texts, "rtn", 2, {"group_size": 32}, context=32)
+    n = json.loads((tiny_checkpoint / CHECKPOINT_META).read_text())["n_params"]
+    assert m["n_params"] == n and m["qid"] == m["loss_q"] - m["loss_16"] and m["qid_se"] > 0
+
+    main(["diagnose", "--checkpoint", str(plain), "--bits", "2", "--texts", str(texts)]
+         + ["--options", '{"group_size": 32}', "--context", "32"]
+         + ["--extrapolate", "--json"])  # fmt: skip
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["qid"] == pytest.approx(m["qid"]) and out["n_params"] == n
+    assert out["qid_se"] == pytest.approx(m["qid_se"]) and "measured: rtn 2-bit" in captured.err
+
+
+def test_diagnose_wants_a_measurement_or_a_checkpoint(capsys):
+    with pytest.raises(SystemExit):
+        main(["diagnose", "--bits", "2", "--qid", "0.3"])
+    assert "give either --n-params and --qid, or --checkpoint" in capsys.readouterr().err

@@ -4,15 +4,14 @@ real training, quantization, evaluation, fits, figures and report, in a temporar
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import snakemake as run_snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ROOT / "tests" / "micro" / "config.yaml"
@@ -21,26 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, configfile: Path = MICRO) -> subprocess.CompletedProcess:
-    # PATH without this interpreter's bin/: the workflow must find `qid` by itself.
-    path = os.pathsep.join(
-        p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != Path(sys.executable).parent
-    )
-    env = {**os.environ, "PATH": path}
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--configfile",
-        str(configfile),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    return run_snakemake(workdir, *args, configfile=configfile)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +85,9 @@ def test_the_report_holds_the_figures(study):
     assert "fig6_unified_law" in html and "Eq. (8)" in html
 
 
-def test_one_cell_reruns_alone(study):
+def test_one_cell_reruns_with_its_checkpoint_only(study):
+    # The micro config runs one job per checkpoint (execution.per_job): asking for a cell's
+    # output reruns that checkpoint's job and nothing else.
     cell = "results/micro/eval/h32-l1/step24/gptq-2bit/sotu.json"
     other = study / "results/micro/eval/h64-l2/step24/gptq-2bit/sotu.json"
     before = other.stat().st_mtime_ns
@@ -113,7 +95,8 @@ def test_one_cell_reruns_alone(study):
     dry = snakemake(study, "-n", cell)
     assert dry.returncode == 0, dry.stderr[-2000:]
     stats = re.search(r"Job stats:\n(.*?)\n\n", dry.stdout, re.S).group(1)
-    assert re.search(r"^quantize\s+1$", stats, re.M) and re.search(r"^total\s+1$", stats, re.M)
+    assert re.search(r"^checkpoint_micro\s+1$", stats, re.M)
+    assert re.search(r"^total\s+1$", stats, re.M)
     run = snakemake(study, cell)
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads((study / cell).read_text())["variant"] == "gptq-2bit"

@@ -17,7 +17,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MICRO = ROOT / "tests" / "micro" / "config.yaml"
+# On the cluster the micro grid runs one job per cell, a checkpoint's jobs grouped into one SLURM
+# job (`execution.group`); the local run it is compared with runs one job per checkpoint.
+PER_CELL = ROOT / "tests" / "slurm" / "per_cell.yaml"
 GPU_RULES = {"train", "quantize", "evaluate_base"}
+
+
+def asks_for_a_gpu(name: str) -> bool:
+    """A rule, or a group job (`checkpoint_<its rules>`), that must ask SLURM for a GPU."""
+    return name in GPU_RULES or name.startswith("checkpoint")
+
+
 # The CI overlay: where this cluster differs from a real one (no accounting database, so no
 # sacct and no accounts) and a test's impatience (fast status checks, no retries).
 OVERLAY = [
@@ -43,6 +53,7 @@ pytestmark = pytest.mark.skipif(
 def snakemake(
     workdir: Path, *args: str, configfile: Path = MICRO, slurm: bool = True, timeout: int = 900
 ) -> subprocess.CompletedProcess:
+    configs = [str(configfile), str(PER_CELL)] if slurm else [str(configfile)]
     cmd = [
         sys.executable,
         "-m",
@@ -50,7 +61,7 @@ def snakemake(
         "-s",
         str(ROOT / "Snakefile"),
         "--configfile",
-        str(configfile),
+        *configs,
         "--directory",
         str(workdir),
     ]
@@ -62,9 +73,9 @@ def snakemake(
 
 
 def submitted(run: subprocess.CompletedProcess) -> dict[str, str]:
-    """SLURM job id -> rule, from the plugin's 'submitted with SLURM jobid' lines."""
+    """SLURM job id -> rule (or group), from the plugin's 'submitted with SLURM jobid' lines."""
     out = run.stdout + run.stderr
-    jobs = re.findall(r"SLURM jobid (\d+) \(log: \S*?rule_(\w+)", out)
+    jobs = re.findall(r"SLURM jobid (\d+) \(log: \S*?(?:rule|group)_(\w+)", out)
     return {job_id: rule for job_id, rule in jobs}
 
 
@@ -79,9 +90,14 @@ def cluster_run(tmp_path_factory):
 def test_every_job_went_through_sbatch(cluster_run):
     workdir, run = cluster_run
     stats = re.search(r"Job stats:\n(.*?)\n\n", run.stdout + run.stderr, re.S).group(1)
-    total = int(re.search(r"^total\s+(\d+)$", stats, re.M).group(1))
+    count = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)}
     jobs = submitted(run)
-    assert len(jobs) == total - 1  # every job but the local target rule `all`
+    # Every job but the local target rule `all`; a checkpoint's 16-bit eval and cells are one.
+    micro = yaml.safe_load(MICRO.read_text())["suites"]["micro"]
+    assert count["evaluate_base"] == len(micro["sizes"]) * len(micro["steps"])
+    assert count["quantize"] > 0
+    assert len(jobs) == count["total"] - 1 - count["quantize"]
+    assert sum(rule.startswith("checkpoint") for rule in jobs.values()) == count["evaluate_base"]
     logs = list((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
     assert {p.stem for p in logs} >= set(jobs)
 
@@ -94,7 +110,7 @@ def test_gpu_jobs_asked_for_a_gpu_and_cpu_jobs_did_not(cluster_run):
         ).stdout
         assert "JobState=COMPLETED" in info, info
         asks_gpu = "gres/gpu" in info or "gres:gpu" in info
-        assert asks_gpu == (rule in GPU_RULES or rule.startswith("gpu")), (rule, info)
+        assert asks_gpu == asks_for_a_gpu(rule), (rule, info)
 
 
 def test_outputs_equal_a_local_run(cluster_run, tmp_path):
@@ -107,6 +123,8 @@ def test_outputs_equal_a_local_run(cluster_run, tmp_path):
     assert len(a) == len(b) > 0
     for column in ("loss_16", "loss_q", "qid", "tokens", "n_params"):
         assert (a[column] - b[column]).abs().max() < 1e-9, column
+    # How the grid is cut into jobs is not part of the study's provenance hash.
+    assert (a.config_hash == b.config_hash).all()
 
 
 def test_a_failing_job_is_reported_and_the_run_exits_nonzero(cluster_run, tmp_path):

@@ -72,6 +72,39 @@ def cmd_train(args) -> None:
     )
 
 
+def cmd_fetch(args) -> None:
+    from qid.sources import fetch
+
+    sizes = args.spec.get("sizes", {}).get(args.size, {})
+    per_step = sizes.get("tokens_per_step", args.spec.get("tokens_per_step"))
+    if per_step is None:
+        raise QidError(f"suite {args.suite!r} gives no tokens_per_step: D would be unknown")
+    meta = {
+        "suite": args.suite,
+        "size": args.size,
+        "step": args.step,
+        "tokens": args.step * per_step,
+        "tokens_per_step": per_step,
+        "n_params": sizes.get("n_params"),
+    }
+    meta = fetch(args.spec, args.size, args.step, args.out, meta)
+    print(json.dumps(meta, indent=2))
+
+
+def cmd_release(args) -> None:
+    from qid.checkpoints import read_meta
+    from qid.sources import release
+
+    meta = read_meta(args.checkpoint)
+    if "commit" not in meta:
+        raise QidError(f"checkpoint {str(args.checkpoint)!r} was not fetched from the hub")
+    freed = release(meta["repo"], meta["commit"], args.cache_dir)
+    record = {k: meta[k] for k in ("repo", "revision", "commit")} | {"freed_bytes": freed}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{meta['repo']}@{meta['revision']}: {freed / 1e9:.2f} GB freed")
+
+
 def _evaluate(args, outs: list[Path], method=None, bits=None, quantized=None) -> None:
     from qid.evaluate import run
 
@@ -110,6 +143,48 @@ def cmd_quantize(args) -> None:
     print(json.dumps(info, indent=2))
     if args.texts:  # evaluate the saved checkpoint, reloaded from disk, in the same process
         _evaluate(args, args.eval_out, args.method, args.bits, args.out)
+
+
+def _cells(text: str) -> list[tuple[str, int]]:
+    try:
+        return [(m, int(b)) for m, b in (cell.split(":") for cell in text.split(","))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected method:bits,method:bits...") from None
+
+
+def cmd_cells(args) -> None:
+    import pandas as pd
+
+    from qid.quantize import check_bits, get_method, quantize_cell
+
+    ckpt = grid.Checkpoint(args.suite, args.size, args.step)
+    args.checkpoint = args.checkpoint or Path(ckpt.path)
+    for method, bits in args.cells:  # every cell is checked before any work is done
+        check_bits(method, bits)
+        if method not in args.options:
+            raise QidError(f"no --options for method {method!r}")
+        if get_method(method).calibration and not args.calibration:
+            raise QidError(f"method {method!r} needs --calibration")
+    _threads(args.threads)
+    eval_sets = [Path(t).stem for t in args.texts]
+    _evaluate(args, [Path(ckpt.eval_path(grid.BASE, e)) for e in eval_sets])
+    calibration = None
+    if args.calibration:
+        calibration = pd.read_parquet(args.calibration)["text"].tolist()
+    for method, bits in args.cells:
+        cell = grid.Cell(ckpt, method, bits)
+        info = quantize_cell(
+            args.checkpoint,
+            Path(cell.quantized),
+            Path(cell.record),
+            method,
+            bits,
+            args.options[method],
+            calibration,
+        )
+        print(f"{cell.variant}: quantized in {info['seconds']:.1f} s -> {cell.quantized}")
+        outs = [Path(cell.eval_path(e)) for e in eval_sets]
+        _evaluate(args, outs, method, bits, Path(cell.quantized))
 
 
 def cmd_evaluate(args) -> None:
@@ -194,8 +269,38 @@ def cmd_summary(args) -> None:
 
 
 def cmd_diagnose(args) -> None:
-    from qid.diagnose import diagnose
+    from qid.diagnose import diagnose, measure
 
+    if (args.checkpoint is None) == (args.qid is None or args.n_params is None):
+        raise QidError("give either --n-params and --qid, or --checkpoint (with --texts)")
+    if args.checkpoint is not None:
+        if len(args.texts) != 1:
+            raise QidError("--checkpoint needs one --texts parquet to measure QiD on")
+        _threads(args.threads)
+        calibration = None
+        if args.calibration:
+            import pandas as pd
+
+            calibration = pd.read_parquet(args.calibration)["text"].tolist()
+        measured = measure(
+            args.checkpoint,
+            args.texts[0],
+            args.method,
+            int(args.bits),
+            args.options,
+            calibration,
+            context=args.context,
+            batch_tokens=args.batch_tokens,
+            reference_tokenizer=args.reference_tokenizer,
+            dtype=args.dtype,
+        )
+        args.qid, args.n_params = measured["qid"], measured["n_params"]
+        args.qid_se = args.qid_se or measured["qid_se"]
+        print(
+            f"measured: {args.method} {int(args.bits)}-bit QiD {measured['qid']:.4g} "
+            f"(se {measured['qid_se']:.2g}) nats, N = {measured['n_params']:,}",
+            file=sys.stderr if args.json else sys.stdout,
+        )
     result = diagnose(
         args.qid,
         args.n_params,
@@ -259,6 +364,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_train)
 
+    s = sub.add_parser(
+        "fetch", help="put a hub revision or a local checkpoint at the grid's checkpoint path"
+    )
+    s.add_argument("--suite", required=True)
+    s.add_argument("--size", required=True)
+    s.add_argument("--step", type=int, required=True)
+    s.add_argument("--spec", type=_json, required=True, help="the suite's config block (JSON)")
+    s.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    s.set_defaults(func=cmd_fetch)
+
+    s = sub.add_parser("release", help="delete a fetched hub revision from the HF cache")
+    s.add_argument("--checkpoint", type=Path, required=True, help="as written by qid fetch")
+    s.add_argument("--cache-dir", help="the HF cache (default: the environment's)")
+    s.add_argument("--out", type=Path, required=True, help="JSON record of what was freed")
+    s.set_defaults(func=cmd_release)
+
     evaluation = argparse.ArgumentParser(add_help=False)
     e = evaluation.add_argument_group("evaluation")
     e.add_argument(
@@ -299,6 +420,24 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--threads", type=int)
     s.set_defaults(func=cmd_quantize)
+
+    s = sub.add_parser(
+        "cells",
+        parents=[evaluation],
+        help="evaluate one checkpoint's 16-bit model, then quantize and evaluate each of its "
+        "cells, in one process (outputs at the grid's paths under results/)",
+    )
+    s.add_argument("--suite", required=True)
+    s.add_argument("--size", required=True)
+    s.add_argument("--step", type=int, required=True)
+    s.add_argument("--checkpoint", type=Path, help="default: the grid's path of the checkpoint")
+    s.add_argument("--cells", type=_cells, required=True, help="e.g. rtn:2,rtn:3,gptq:2")
+    s.add_argument(
+        "--options", type=_json, required=True, help="each method's options (JSON by method)"
+    )
+    s.add_argument("--calibration", type=Path, help="parquet of calibration texts")
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_cells)
 
     s = sub.add_parser(
         "evaluate",
@@ -370,10 +509,27 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "diagnose",
-        help="estimate a model's training tokens from its measured QiD (Sec. 4.2)",
+        parents=[evaluation],
+        help="estimate a model's training tokens from its measured QiD (Sec. 4.2), "
+        "or from a checkpoint it quantizes and evaluates",
     )
-    s.add_argument("--n-params", type=float, required=True, help="non-embedding parameters N")
-    s.add_argument("--qid", type=float, required=True, help="measured QiD in nats")
+    s.add_argument("--n-params", type=float, help="non-embedding parameters N")
+    s.add_argument("--qid", type=float, help="measured QiD in nats")
+    s.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="instead of --n-params/--qid: a causal LM directory to quantize with --method at "
+        "--bits and evaluate, 16-bit and quantized, on --texts",
+    )
+    s.add_argument("--method", default="rtn", help="with --checkpoint (default rtn)")
+    s.add_argument(
+        "--options",
+        type=_json,
+        default={"group_size": 128},
+        help="with --checkpoint: the method's options (JSON); match the fitted law's",
+    )
+    s.add_argument("--calibration", type=Path, help="with --checkpoint: calibration parquet")
+    s.add_argument("--threads", type=int)
     s.add_argument("--bits", type=float, required=True, help="bit width P of the measurement")
     s.add_argument("--qid-se", type=float, help="standard error of the measured QiD")
     s.add_argument("--fits", type=Path, help="fits.json of qid fit (default: the published law)")

@@ -24,6 +24,13 @@ class ConfigError(QidError):
     pass
 
 
+REQUIRED_BY_SOURCE = {
+    "train": ["training"],
+    "hub": ["repo", "tokens_per_step"],
+    "local": ["path", "tokens_per_step"],
+}
+
+
 def _where(path: Any) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
@@ -68,8 +75,11 @@ def check_semantics(config: dict) -> None:
         if sorted(set(steps)) != steps:
             raise ConfigError(f"config key 'suites.{suite}.steps' must be increasing and unique")
         training = spec.get("training")
-        if spec["source"] == "train" and training is None:
-            raise ConfigError(f"config key 'suites.{suite}.training' is required for source train")
+        for key in REQUIRED_BY_SOURCE[spec["source"]]:
+            if key not in spec:
+                raise ConfigError(
+                    f"config key 'suites.{suite}.{key}' is required for source {spec['source']}"
+                )
         if training and training["warmup_steps"] >= steps[0]:
             raise ConfigError(
                 f"config key 'suites.{suite}.training.warmup_steps' ({training['warmup_steps']}) "
@@ -77,6 +87,14 @@ def check_semantics(config: dict) -> None:
                 "warmup give spurious QiD"
             )
         for size, arch in spec["sizes"].items():
+            if spec["source"] != "train":
+                continue
+            missing = [k for k in ("hidden_size", "num_layers", "num_heads") if k not in arch]
+            if missing:
+                raise ConfigError(
+                    f"config key 'suites.{suite}.sizes.{size}.{missing[0]}' is required for "
+                    "source train"
+                )
             if arch["hidden_size"] % arch["num_heads"]:
                 raise ConfigError(
                     f"config key 'suites.{suite}.sizes.{size}': hidden_size "
@@ -103,6 +121,9 @@ def load_config(path: str | Path) -> dict:
 
 
 def config_hash(config: dict) -> str:
-    """A short hash of the canonical config, stored with every result row for provenance."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    """A short hash of the canonical config, stored with every result row for provenance.
+
+    Leaves out what changes where and how jobs run but not their results."""
+    science = {k: v for k, v in config.items() if k not in ("resources", "execution")}
+    blob = json.dumps(science, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

@@ -10,6 +10,9 @@ The law only answers inside the range of N, D and P it was fitted on, unless tol
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
 from qid import QidError
@@ -95,6 +98,44 @@ def diagnose(
         "levels_reached": reached,
         "verdict": _verdict(qid, reached, tokens, thresholds),
         "warnings": warnings,
+    }
+
+
+def measure(
+    checkpoint: Path,
+    texts: Path,
+    method: str,
+    bits: int,
+    options: dict,
+    calibration: list[str] | None = None,
+    **evaluation,
+) -> dict:
+    """QiD of `checkpoint` quantized with (method, bits) on `texts`, its paired standard error
+    and the model's non-embedding N: what `diagnose` needs, measured as a grid cell is. Any
+    causal LM directory works (no qid metadata needed)."""
+    from qid.aggregate import paired_se
+    from qid.evaluate import run
+    from qid.quantize import quantize_cell
+
+    with tempfile.TemporaryDirectory(prefix="qid-diagnose-") as tmp:
+        work = Path(tmp)
+        (base,) = run(checkpoint, [texts], [work / "base.json"], **evaluation)
+        quantize_cell(checkpoint, work / "q", work / "q.json", method, bits, options, calibration)
+        (quant,) = run(
+            checkpoint,
+            [texts],
+            [work / "q-eval.json"],
+            method=method,
+            bits=bits,
+            quantized=work / "q",
+            **evaluation,
+        )
+    return {
+        "qid": quant["loss"] - base["loss"],
+        "qid_se": paired_se(quant["nll_per_text"], base["nll_per_text"], base["reference_tokens"]),
+        "n_params": base["n_params"],
+        "loss_16": base["loss"],
+        "loss_q": quant["loss"],
     }
 
 

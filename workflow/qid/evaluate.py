@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -58,29 +60,54 @@ def text_nll(
     return nll
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """Eval texts tokenised for one model tokenizer, with their reference-token count."""
+
+    token_ids: list[list[int]]
+    bos: int
+    reference_tokens: int
+
+    @property
+    def model_tokens(self) -> int:
+        return sum(len(ids) for ids in self.token_ids)
+
+
+def encode(tokenizer, texts: list[str], reference_tokenizer=None) -> Encoded:
+    """Tokenise once; the reference is the model's own tokenizer when None."""
+    if not texts:
+        raise ValueError("no eval texts: the eval set is empty")
+    token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if reference_tokenizer is None:
+        ref_tokens = sum(len(ids) for ids in token_ids)
+    else:
+        ref_ids = reference_tokenizer(texts, add_special_tokens=False)["input_ids"]
+        ref_tokens = sum(len(ids) for ids in ref_ids)
+    return Encoded(token_ids, bos, ref_tokens)
+
+
+def score(model, encoded: Encoded, context: int, batch_tokens: int) -> dict:
+    """Loss per reference token of `model` on tokenised texts."""
+    start = time.perf_counter()
+    nll = text_nll(model, encoded.token_ids, encoded.bos, context, batch_tokens)
+    return {
+        "loss": float(nll.sum() / encoded.reference_tokens),
+        "loss_per_model_token": float(nll.sum() / encoded.model_tokens),
+        "nll_sum": float(nll.sum()),
+        "model_tokens": encoded.model_tokens,
+        "reference_tokens": encoded.reference_tokens,
+        "texts": len(encoded.token_ids),
+        "seconds": round(time.perf_counter() - start, 3),
+        "nll_per_text": nll.tolist(),
+    }
+
+
 def evaluate(
     model, tokenizer, texts: list[str], context: int, batch_tokens: int, reference_tokenizer=None
 ) -> dict:
     """Loss per reference token; the reference is the model's own tokenizer when None."""
-    if not texts:
-        raise ValueError("no eval texts: the eval set is empty")
-    start = time.perf_counter()
-    token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    nll = text_nll(model, token_ids, bos, context, batch_tokens)
-    reference = reference_tokenizer or tokenizer
-    ref_tokens = sum(len(ids) for ids in reference(texts, add_special_tokens=False)["input_ids"])
-    model_tokens = sum(len(ids) for ids in token_ids)
-    return {
-        "loss": float(nll.sum() / ref_tokens),
-        "loss_per_model_token": float(nll.sum() / model_tokens),
-        "nll_sum": float(nll.sum()),
-        "model_tokens": model_tokens,
-        "reference_tokens": ref_tokens,
-        "texts": len(texts),
-        "seconds": round(time.perf_counter() - start, 3),
-        "nll_per_text": nll.tolist(),
-    }
+    return score(model, encode(tokenizer, texts, reference_tokenizer), context, batch_tokens)
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:
@@ -89,6 +116,7 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
     return getattr(torch, name)
 
 
+@cache
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -99,6 +127,24 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+@cache
+def _tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source)
+
+
+@cache
+def _encoded(tokenizer: str, reference: str | None, texts: Path) -> Encoded:
+    """Eval texts tokenised once per (tokenizer, reference) in a process: a checkpoint's job
+    scores the 16-bit model and every cell on the same ids."""
+    from qid.data import read_texts
+
+    return encode(
+        _tokenizer(tokenizer), read_texts(texts), _tokenizer(reference) if reference else None
+    )
 
 
 def run(
@@ -115,14 +161,20 @@ def run(
     dtype: str = "auto",
     meta: dict | None = None,
 ) -> list[dict]:
-    """Evaluate one model (16-bit, or a quantized cell) on several eval sets, loading it once."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Evaluate one model (16-bit, or a quantized cell) on several eval sets, loading it once.
 
-    from qid.checkpoints import read_meta
-    from qid.data import read_texts
+    Texts are tokenised with the 16-bit checkpoint's tokenizer, which its quantized cells share.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from qid.checkpoints import non_embedding_params, read_meta
+    from qid.grid import CHECKPOINT_META
     from qid.quantize import check_bits, load_quantized
 
-    meta = {**read_meta(checkpoint), **(meta or {})}
+    # A trained suite's checkpoint says its suite, step, D and N; any other causal LM has N
+    # counted here (below) and the rest left empty.
+    own = read_meta(checkpoint) if (Path(checkpoint) / CHECKPOINT_META).is_file() else {}
+    meta = {**own, **(meta or {})}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if method is None:
         variant = BASE
@@ -136,12 +188,13 @@ def run(
         variant = f"{method}-{bits}bit"
         model = load_quantized(method, quantized)
         source = quantized
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    reference = AutoTokenizer.from_pretrained(reference_tokenizer) if reference_tokenizer else None
-    versions = library_versions()  # one lookup per process, shared by every eval set
+    if meta.get("n_params") is None and method is None:
+        meta["n_params"] = non_embedding_params(model)
+    versions = library_versions()
     records = []
     for text_path, out in zip(texts, outs, strict=True):
-        result = evaluate(model, tokenizer, read_texts(text_path), context, batch_tokens, reference)
+        encoded = _encoded(str(checkpoint), reference_tokenizer, Path(text_path))
+        result = score(model, encoded, context, batch_tokens)
         record = {
             **{k: meta.get(k) for k in ("suite", "size", "step", "tokens", "n_params")},
             "variant": variant,

@@ -17,6 +17,7 @@ EVAL_TEXTS = f"{RESULTS}/data/eval/{{eval_set}}.parquet"
 TRAINED = f"{RESULTS}/{{suite}}/checkpoints/{{size}}"
 TRAIN_LOG = f"{RESULTS}/{{suite}}/train/{{size}}.parquet"
 CHECKPOINT = f"{TRAINED}/step{{step}}"
+RELEASED = f"{RESULTS}/{{suite}}/released/{{size}}/step{{step}}.json"  # hub revision deleted
 QUANTIZED = f"{RESULTS}/{{suite}}/quantized/{{size}}/step{{step}}/{{method}}-{{bits}}bit"
 QUANT_RECORD = f"{QUANTIZED}.json"
 BASE = "base"  # the unquantized (16-bit) model, evaluated once and shared by all cells
@@ -82,11 +83,19 @@ def suite_methods(config: dict, suite: str) -> list[str]:
     return config["suites"][suite].get("methods", list(config["methods"]))
 
 
+def suite_variants(config: dict, suite: str) -> list[tuple[str, int]]:
+    """The (method, bits) pairs every checkpoint of a suite is quantized with."""
+    return [
+        (method, bits)
+        for method in suite_methods(config, suite)
+        for bits in config["methods"][method]["bits"]
+    ]
+
+
 def cells(config: dict) -> Iterator[Cell]:
     for ckpt in checkpoints(config):
-        for method in suite_methods(config, ckpt.suite):
-            for bits in config["methods"][method]["bits"]:
-                yield Cell(ckpt, method, bits)
+        for method, bits in suite_variants(config, ckpt.suite):
+            yield Cell(ckpt, method, bits)
 
 
 def method_options(config: dict, method: str) -> dict:

@@ -1,5 +1,6 @@
 # Validation and input functions shared by the stages.
 import json
+import re
 import shlex
 import sys
 
@@ -30,6 +31,11 @@ os.environ["PATH"] = os.pathsep.join(
 
 EVAL_SETS = list(config["eval_sets"])
 CONFIG_HASH = config_hash(config)
+PER_CHECKPOINT = config["execution"]["per_job"] == "checkpoint"
+TRAINED_SUITES = [s for s, spec in config["suites"].items() if spec["source"] == "train"]
+FETCHED_SUITES = [s for s in config["suites"] if s not in TRAINED_SUITES]
+# Per-cell jobs of a checkpoint (its 16-bit eval and its cells) go to the cluster as one job.
+CHECKPOINT_GROUP = "checkpoint" if config["execution"]["group"] else None
 
 
 wildcard_constraints:
@@ -69,12 +75,14 @@ def cpu_job(key):
     return lambda wildcards, attempt: base * attempt
 
 
-def gpu_job(key):
-    """mem_mb or runtime of a size's GPU job, from the per-size table, growing with attempt."""
+def gpu_job(key, jobs=1):
+    """mem_mb or runtime of a size's GPU job, from the per-size table, growing with attempt;
+    a job doing the work of `jobs` such jobs in series gets `jobs` times the runtime."""
 
     def resource(wildcards, attempt):
         default = RES.get("gpu_job", {"mem_mb": 4000, "runtime": 30})
-        return RES.get("sizes", {}).get(wildcards.size, default)[key] * attempt
+        value = RES.get("sizes", {}).get(wildcards.size, default)[key] * attempt
+        return value * jobs if key == "runtime" else value
 
     return resource
 
@@ -97,6 +105,8 @@ def checkpoint_input(wildcards):
             f"step {wildcards.step} is not a checkpoint of suite {wildcards.suite} "
             f"(steps: {suite['steps']})"
         )
+    if suite["source"] != "train":
+        return checkpoint_path(wildcards)
     return grid.TRAINED.format(suite=wildcards.suite, size=wildcards.size)
 
 
@@ -106,14 +116,21 @@ def checkpoint_path(wildcards):
     )
 
 
+EVAL_TEXTS = expand(grid.EVAL_TEXTS, eval_set=EVAL_SETS)
+
+
 def eval_texts():
-    return expand(grid.EVAL_TEXTS, eval_set=EVAL_SETS)
+    # Built once: input functions run per job (benchmarks/dryrun_scaling.py profiles them).
+    return EVAL_TEXTS
 
 
-def eval_args(texts, outs, flag):
-    """`--texts A --<flag> A.json ...` plus the evaluation settings from the config."""
+def eval_args(texts, outs=None, flag=None):
+    """`--texts A [--<flag> A.json] ...` plus the evaluation settings from the config."""
     ev = config["evaluate"]
-    args = [f"--texts {t} --{flag} {o}" for t, o in zip(texts, outs)]
+    if outs is None:
+        args = [f"--texts {t}" for t in texts]
+    else:
+        args = [f"--texts {t} --{flag} {o}" for t, o in zip(texts, outs)]
     args += [
         f"--context {ev['context']}",
         f"--batch-tokens {ev['batch_tokens']}",
@@ -130,10 +147,95 @@ def cell_inputs(wildcards):
         check_bits(wildcards.method, int(wildcards.bits))
     except ValueError as err:
         raise WorkflowError(str(err)) from None
-    inputs = {"checkpoints": checkpoint_input(wildcards), "texts": eval_texts()}
+    inputs = {
+        "checkpoints": checkpoint_input(wildcards),
+        "texts": eval_texts(),
+        "base": base_evals(wildcards),
+    }
     if get_method(wildcards.method).calibration:
         inputs["calibration"] = grid.CALIBRATION
+    if CHECKPOINT_GROUP:
+        inputs["previous"] = previous_cell(wildcards)
     return inputs
+
+
+def previous_cell(wildcards):
+    """With `execution.group`, a checkpoint's cells run one after another: Snakemake asks a
+    group job for the summed resources of the jobs that may run side by side (N cells, N GPUs),
+    so chaining them keeps the SLURM job at one cell's GPUs and memory."""
+    variants = grid.suite_variants(config, wildcards.suite)
+    i = variants.index((wildcards.method, int(wildcards.bits)))
+    if i == 0:
+        return []
+    ckpt = grid.Checkpoint(wildcards.suite, wildcards.size, int(wildcards.step))
+    return grid.Cell(ckpt, *variants[i - 1]).record
+
+
+def base_evals(wildcards):
+    ckpt = grid.Checkpoint(wildcards.suite, wildcards.size, int(wildcards.step))
+    return [ckpt.eval_path(grid.BASE, e) for e in EVAL_SETS]
+
+
+def rule_id(name):
+    """A rule name from a suite name (which may hold '-' or '.')."""
+    return re.sub(r"\W", "_", name)
+
+
+def checkpoint_job_inputs(wildcards):
+    """A checkpoint's job needs the checkpoint, the eval texts, and calibration if used."""
+    inputs = {"checkpoints": checkpoint_input(wildcards), "texts": eval_texts()}
+    methods = grid.suite_methods(config, wildcards.suite)
+    if any(get_method(m).calibration for m in methods):
+        inputs["calibration"] = grid.CALIBRATION
+    return inputs
+
+
+def suite_threads(suite):
+    return max(
+        config["methods"][m].get("threads", 1) for m in grid.suite_methods(config, suite)
+    )
+
+
+def checkpoint_job_outputs(suite):
+    """Everything a checkpoint's job writes, at the same paths as the per-cell jobs."""
+    variants = grid.suite_variants(config, suite)
+    cell = {"method": [m for m, _ in variants], "bits": [b for _, b in variants]}
+    return {
+        "base": expand(
+            grid.EVAL, variant=grid.BASE, eval_set=EVAL_SETS, allow_missing=True
+        ),
+        "models": [
+            directory(p)
+            for p in expand(grid.QUANTIZED, zip, **cell, allow_missing=True)
+        ],
+        "records": expand(grid.QUANT_RECORD, zip, **cell, allow_missing=True),
+        "evals": [
+            p
+            for v in (f"{m}-{b}bit" for m, b in variants)
+            for p in expand(
+                grid.EVAL, variant=v, eval_set=EVAL_SETS, allow_missing=True
+            )
+        ],
+    }
+
+
+def checkpoint_evals(wildcards):
+    """Every evaluation of one checkpoint: the 16-bit model's and its cells'."""
+    ckpt = grid.Checkpoint(wildcards.suite, wildcards.size, int(wildcards.step))
+    variants = [grid.BASE] + [
+        grid.Cell(ckpt, m, b).variant for m, b in grid.suite_variants(config, ckpt.suite)
+    ]
+    return [ckpt.eval_path(v, e) for v in variants for e in EVAL_SETS]
+
+
+def released_revisions():
+    """Markers of hub revisions deleted from the cache once their cells are done."""
+    return [
+        grid.RELEASED.format(suite=c.suite, size=c.size, step=c.step)
+        for c in grid.checkpoints(config)
+        if config["suites"][c.suite]["source"] == "hub"
+        and not config["suites"][c.suite]["keep"]
+    ]
 
 
 def all_evaluations():

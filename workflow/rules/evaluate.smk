@@ -1,23 +1,30 @@
-# The 16-bit baseline: once per checkpoint, on every eval set, shared by all cells.
-rule evaluate_base:
-    input:
-        checkpoints=checkpoint_input,
-        texts=eval_texts(),
-    output:
-        evals=expand(
-            grid.EVAL, variant=grid.BASE, eval_set=EVAL_SETS, allow_missing=True
-        ),
-    log:
-        "logs/{suite}/evaluate/{size}/step{step}/base.log",
-    conda:
-        "../../envs/qid.yaml"
-    resources:
-        **GPU_PLACEMENT,
-        mem_mb=gpu_job("mem_mb"),
-        runtime=gpu_job("runtime"),
-    params:
-        checkpoint=checkpoint_path,
-        evaluation=lambda w, input, output: eval_args(input.texts, output.evals, "out"),
-    shell:
-        "qid evaluate --checkpoint {params.checkpoint} {params.evaluation}"
-        " --threads {threads} > {log} 2>&1"
+# The 16-bit baseline: once per checkpoint, on every eval set, shared by all cells (with
+# `execution.per_job: checkpoint` the checkpoint's job does it, see quantize.smk).
+if not PER_CHECKPOINT:
+
+    rule evaluate_base:
+        input:
+            checkpoints=checkpoint_input,
+            texts=eval_texts(),
+        output:
+            evals=expand(
+                grid.EVAL, variant=grid.BASE, eval_set=EVAL_SETS, allow_missing=True
+            ),
+        log:
+            "logs/{suite}/evaluate/{size}/step{step}/base.log",
+        group:
+            CHECKPOINT_GROUP
+        conda:
+            "../../envs/qid.yaml"
+        resources:
+            **GPU_PLACEMENT,
+            mem_mb=gpu_job("mem_mb"),
+            runtime=gpu_job("runtime"),
+        params:
+            checkpoint=checkpoint_path,
+            evaluation=lambda w, input, output: eval_args(
+                input.texts, output.evals, "out"
+            ),
+        shell:
+            "qid evaluate --checkpoint {params.checkpoint} {params.evaluation}"
+            " --threads {threads} > {log} 2>&1"

@@ -1,40 +1,93 @@
-# One job per grid cell (checkpoint x method x bits): quantize, save, then reload the saved
-# checkpoint and evaluate it on every eval set in the same process (a Python process that
-# imports torch and transformers costs ~3.5 s, more than the work on a small model).
-rule quantize:
-    input:
-        unpack(cell_inputs),
-    output:
-        model=directory(grid.QUANTIZED),
-        record=grid.QUANT_RECORD,
-        evals=expand(
-            grid.EVAL,
-            variant="{method}-{bits}bit",
-            eval_set=EVAL_SETS,
-            allow_missing=True,
-        ),
-    log:
-        "logs/{suite}/quantize/{size}/step{step}/{method}-{bits}bit.log",
-    conda:
-        "../../envs/qid.yaml"
-    threads: lambda w: config["methods"][w.method].get("threads", 1)
-    resources:
-        **GPU_PLACEMENT,
-        mem_mb=gpu_job("mem_mb"),
-        runtime=gpu_job("runtime"),
-    params:
-        checkpoint=checkpoint_path,
-        options=lambda w: as_arg(grid.method_options(config, w.method)),
-        calibration=lambda w, input: (
-            f"--calibration {input.calibration}"
-            if "calibration" in input.keys()
-            else ""
-        ),
-        evaluation=lambda w, input, output: eval_args(
-            input.texts, output.evals, "eval-out"
-        ),
-    shell:
-        "qid quantize --checkpoint {params.checkpoint} --method {wildcards.method}"
-        " --bits {wildcards.bits} --out {output.model} --record {output.record}"
-        " {params.calibration} --options {params.options} {params.evaluation}"
-        " --threads {threads} > {log} 2>&1"
+# Quantize and evaluate the grid's cells; `execution.per_job` in the config picks the cut.
+if PER_CHECKPOINT:
+
+    # One job per checkpoint: its 16-bit eval, then every cell (quantize, save, reload, evaluate),
+    # in one process. A Python process that imports torch and transformers costs ~4.5 s, more
+    # than a cell's work on a small model. One rule per suite, since suites may differ in methods.
+    for suite in config["suites"]:
+
+        rule:
+            name:
+                f"checkpoint_{rule_id(suite)}"
+            input:
+                unpack(checkpoint_job_inputs),
+            output:
+                **checkpoint_job_outputs(suite),
+            log:
+                "logs/{suite}/quantize/{size}/step{step}.log",
+            wildcard_constraints:
+                suite=re.escape(suite),
+            conda:
+                "../../envs/qid.yaml"
+            threads: suite_threads(suite)
+            resources:
+                **GPU_PLACEMENT,
+                mem_mb=gpu_job("mem_mb"),
+                runtime=gpu_job("runtime", jobs=len(grid.suite_variants(config, suite)) + 1),
+            params:
+                checkpoint=checkpoint_path,
+                cells=",".join(
+                    f"{m}:{b}" for m, b in grid.suite_variants(config, suite)
+                ),
+                options=as_arg(
+                    {
+                        m: grid.method_options(config, m)
+                        for m in grid.suite_methods(config, suite)
+                    }
+                ),
+                calibration=lambda w, input: (
+                    f"--calibration {input.calibration}"
+                    if "calibration" in input.keys()
+                    else ""
+                ),
+                evaluation=lambda w, input: eval_args(input.texts),
+            shell:
+                "qid cells --suite {wildcards.suite} --size {wildcards.size}"
+                " --step {wildcards.step} --checkpoint {params.checkpoint}"
+                " --cells {params.cells} --options {params.options} {params.calibration}"
+                " {params.evaluation} --threads {threads} > {log} 2>&1"
+
+else:
+
+    # One job per grid cell (checkpoint x method x bits): quantize, save, then reload the saved
+    # checkpoint and evaluate it on every eval set in the same process. It waits for the 16-bit
+    # eval of its checkpoint, which connects a checkpoint's jobs (for `execution.group`).
+    rule quantize:
+        input:
+            unpack(cell_inputs),
+        output:
+            model=directory(grid.QUANTIZED),
+            record=grid.QUANT_RECORD,
+            evals=expand(
+                grid.EVAL,
+                variant="{method}-{bits}bit",
+                eval_set=EVAL_SETS,
+                allow_missing=True,
+            ),
+        log:
+            "logs/{suite}/quantize/{size}/step{step}/{method}-{bits}bit.log",
+        group:
+            CHECKPOINT_GROUP
+        conda:
+            "../../envs/qid.yaml"
+        threads: lambda w: config["methods"][w.method].get("threads", 1)
+        resources:
+            **GPU_PLACEMENT,
+            mem_mb=gpu_job("mem_mb"),
+            runtime=gpu_job("runtime"),
+        params:
+            checkpoint=checkpoint_path,
+            options=lambda w: as_arg(grid.method_options(config, w.method)),
+            calibration=lambda w, input: (
+                f"--calibration {input.calibration}"
+                if "calibration" in input.keys()
+                else ""
+            ),
+            evaluation=lambda w, input, output: eval_args(
+                input.texts, output.evals, "eval-out"
+            ),
+        shell:
+            "qid quantize --checkpoint {params.checkpoint} --method {wildcards.method}"
+            " --bits {wildcards.bits} --out {output.model} --record {output.record}"
+            " {params.calibration} --options {params.options} {params.evaluation}"
+            " --threads {threads} > {log} 2>&1"

@@ -7,6 +7,8 @@ rule train:
         log=grid.TRAIN_LOG,
     log:
         "logs/{suite}/train/{size}.log",
+    wildcard_constraints:
+        suite="|".join(map(re.escape, TRAINED_SUITES)) or "(?!)",
     conda:
         "../../envs/qid.yaml"
     threads: lambda w: config["suites"][w.suite]["sizes"][w.size].get("threads", 1)

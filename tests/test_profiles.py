@@ -1,0 +1,36 @@
+"""The profiles as Snakemake reads them: it loads profiles/default (the workflow's own profile)
+for every run and lets it override --profile, so the cluster settings must survive it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings(*argv: str):
+    from snakemake.cli import parse_args
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the workflow profile is found relative to the working directory
+    try:
+        return parse_args([*argv, "-n"])[1]
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.parametrize(
+    "key", sorted(yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text()))
+)
+def test_the_cluster_profile_is_not_overridden_by_the_default_one(key):
+    wanted = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())[key]
+    got = getattr(settings("--profile", "profiles/slurm"), key.replace("-", "_"))
+    assert got == wanted or str(got) == str(wanted) or got == [wanted], (key, got)
+
+
+def test_the_local_profile_uses_every_core():
+    assert settings("--profile", "profiles/default").cores == os.cpu_count()

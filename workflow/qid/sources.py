@@ -1,0 +1,120 @@
+"""Checkpoints that are not trained here: a revision of a Hugging Face hub repo (Pythia's
+`EleutherAI/pythia-{size}` at `revision="step{N}"`) or a local directory of any causal LM.
+
+`fetch` puts the checkpoint at the grid's checkpoint path as a directory of links to its files
+(in the shared HF cache, or the local directory) plus `qid_checkpoint.json` (suite, size, step,
+D, N), so every later stage reads it exactly as it reads a checkpoint trained here. `release`
+deletes a fetched revision from the HF cache once all its cells are done (12B x 20 checkpoints is
+terabytes); the config's `keep: true` skips that.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qid import QidError
+from qid.grid import CHECKPOINT_META
+
+# What a causal LM needs from a repo: config, tokenizer and weights, safetensors where the
+# revision has them (older Pythia revisions hold only pytorch_model.bin; fetching both would
+# double the disk).
+MODEL_FILES = ["*.json", "*.txt", "*.model", "tokenizer*"]
+
+
+class SourceError(QidError):
+    pass
+
+
+def hub_snapshot(repo: str, revision: str, cache_dir: str | None) -> tuple[Path, str]:
+    """Download (or, offline, find) one revision of a hub repo in the HF cache: (path, commit)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"Hugging Face cache {cache_dir}" if cache_dir else "the Hugging Face cache"
+    try:
+        path = None
+        for weights in ("*.safetensors", "*.bin"):
+            path = Path(
+                snapshot_download(
+                    repo,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    allow_patterns=[*MODEL_FILES, weights],
+                )
+            )
+            if any(path.glob(weights)):
+                break
+    except RepositoryNotFoundError:
+        raise SourceError(f"hub repo {repo!r} does not exist (or is private)") from None
+    except RevisionNotFoundError:
+        raise SourceError(f"hub repo {repo!r} has no revision {revision!r}") from None
+    except LocalEntryNotFoundError:
+        raise SourceError(
+            f"hub repo {repo!r} at revision {revision!r} is not in {where} and the hub is "
+            "unreachable (HF_HUB_OFFLINE=1, or no network)"
+        ) from None
+    if not (path / "config.json").is_file():
+        raise SourceError(f"hub repo {repo!r} at revision {revision!r} holds no config.json")
+    return path, path.name
+
+
+def count_params(path: Path) -> int:
+    """N (non-embedding parameters) from the checkpoint's config, on the meta device: no
+    weights are read."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from qid.checkpoints import non_embedding_params
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    return non_embedding_params(model)
+
+
+def link_checkpoint(files: Path, out: Path, meta: dict) -> dict:
+    """`out`: a link per file of `files`, plus qid's metadata (N counted when not given)."""
+    if not (files / "config.json").is_file():
+        raise SourceError(f"checkpoint directory {str(files)!r} holds no config.json")
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(files.iterdir()):
+        if f.name != CHECKPOINT_META and not (out / f.name).exists():
+            (out / f.name).symlink_to(f.resolve())
+    meta = {**meta, "n_params": meta.get("n_params") or count_params(files)}
+    (out / CHECKPOINT_META).write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def fetch(spec: dict, size: str, step: int, out: Path, meta: dict) -> dict:
+    """Put checkpoint (size, step) of a `hub` or `local` suite `spec` at `out`."""
+    fields = {"size": size, "step": step}
+    if spec["source"] == "hub":
+        repo = spec["repo"].format(**fields)
+        revision = spec.get("revision", "step{step}").format(**fields)
+        files, commit = hub_snapshot(repo, revision, spec.get("cache_dir"))
+        meta = {**meta, "repo": repo, "revision": revision, "commit": commit}
+    elif spec["source"] == "local":
+        files = Path(spec["path"].format(**fields))
+        if not files.is_dir():
+            raise SourceError(f"local checkpoint {str(files)!r} ({size}, step {step}) is missing")
+        meta = {**meta, "path": str(files)}
+    else:
+        raise SourceError(f"suite source {spec['source']!r} is not fetched")
+    return link_checkpoint(files, out, meta)
+
+
+def release(repo: str, commit: str, cache_dir: str | None) -> int:
+    """Delete one fetched revision from the HF cache; the bytes freed (0 if already gone)."""
+    from huggingface_hub import scan_cache_dir
+
+    cache = scan_cache_dir(cache_dir)
+    known = {r.commit_hash for info in cache.repos if info.repo_id == repo for r in info.revisions}
+    if commit not in known:
+        return 0
+    strategy = cache.delete_revisions(commit)
+    strategy.execute()
+    return strategy.expected_freed_size

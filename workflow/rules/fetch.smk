@@ -1,0 +1,53 @@
+# Checkpoints not trained here: a hub revision or a local directory, put at the grid's
+# checkpoint path by a CPU job, once per checkpoint. Hub revisions are deleted from the HF cache
+# once all the checkpoint's cells are evaluated, unless the suite says `keep: true`.
+for suite in FETCHED_SUITES:
+    spec = config["suites"][suite]
+    kept = spec["source"] == "local" or spec["keep"]
+
+    rule:
+        name:
+            f"fetch_{rule_id(suite)}"
+        output:
+            directory(grid.CHECKPOINT) if kept else temp(directory(grid.CHECKPOINT)),
+        log:
+            "logs/{suite}/fetch/{size}/step{step}.log",
+        wildcard_constraints:
+            suite=re.escape(suite),
+        conda:
+            "../../envs/qid.yaml"
+        resources:
+            **CPU_PLACEMENT,
+            mem_mb=cpu_job("mem_mb"),
+            runtime=cpu_job("runtime"),
+        params:
+            spec=as_arg(spec),
+        shell:
+            "qid fetch --suite {wildcards.suite} --size {wildcards.size} --step {wildcards.step}"
+            " --spec {params.spec} --out {output} > {log} 2>&1"
+
+    if not kept:
+
+        rule:
+            name:
+                f"release_{rule_id(suite)}"
+            input:
+                checkpoint=grid.CHECKPOINT,
+                evals=checkpoint_evals,
+            output:
+                grid.RELEASED,
+            log:
+                "logs/{suite}/release/{size}/step{step}.log",
+            wildcard_constraints:
+                suite=re.escape(suite),
+            conda:
+                "../../envs/qid.yaml"
+            resources:
+                **CPU_PLACEMENT,
+                mem_mb=cpu_job("mem_mb"),
+                runtime=cpu_job("runtime"),
+            params:
+                cache=f"--cache-dir {spec['cache_dir']}" if spec["cache_dir"] else "",
+            shell:
+                "qid release --checkpoint {input.checkpoint} {params.cache} --out {output}"
+                " > {log} 2>&1"
