@@ -118,6 +118,7 @@ def run(
     """Evaluate one model (16-bit, or a quantized cell) on several eval sets, loading it once."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from qid.bitnet import restore as restore_bitnet
     from qid.checkpoints import read_meta
     from qid.data import read_texts
     from qid.quantize import check_bits, load_quantized
@@ -127,6 +128,7 @@ def run(
     if method is None:
         variant = BASE
         model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=resolve_dtype(dtype, device))
+        model = restore_bitnet(model)  # a BitNet b1.58 checkpoint gets its BitLinears back
         model = model.to(device).eval()
         source = checkpoint
     else:
