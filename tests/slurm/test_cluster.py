@@ -17,7 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MICRO = ROOT / "tests" / "micro" / "config.yaml"
-GPU_RULES = {"train", "quantize", "evaluate_base"}
+GPU_RULES = {"train", "quantize", "evaluate_base", "train_bitnet", "evaluate_bitnet"}
 # The CI overlay: where this cluster differs from a real one (no accounting database, so no
 # sacct and no accounts) and a test's impatience (fast status checks, no retries).
 OVERLAY = [
