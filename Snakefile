@@ -16,6 +16,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/common_dynamics.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/fetch.smk"
@@ -23,6 +24,8 @@ include: "workflow/rules/quantize.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/fit.smk"
+include: "workflow/rules/weights.smk"
+include: "workflow/rules/bitnet.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -39,3 +42,4 @@ rule all:
         expand(grid.TABLE1, which=["", "_published"], ext=["md", "csv"]),
         figure_outputs(),
         released_revisions(),
+        bitnet_outputs(),

@@ -67,6 +67,75 @@ def synthetic(suites=SUITES, eval_sets=("refinedweb", "wiki"), variants=VARIANTS
     return pd.DataFrame(rows)
 
 
+def synthetic_weights(sizes=(("s", 1e8), ("l", 1e10)), steps=STEPS, seed=0):
+    """qid weights' two tables: changes that shrink per step, and 2 sampled weights per type."""
+    rng = np.random.default_rng(seed)
+    changes, samples = [], []
+    for size, n in sizes:
+        for i, step in enumerate(steps):
+            for kind in ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"):
+                for w in range(2):
+                    samples.append(
+                        {
+                            "suite": "alpha",
+                            "size": size,
+                            "n_params": n,
+                            "step": step,
+                            "tokens": step * 2_097_152,
+                            "layer_type": kind,
+                            "weight": f"{kind}[{w}]",
+                            "value": rng.normal(0, 0.02),
+                        }
+                    )
+                if i:
+                    between = step - steps[i - 1]
+                    changes.append(
+                        {
+                            "suite": "alpha",
+                            "size": size,
+                            "n_params": n,
+                            "layer_type": kind,
+                            "step_from": steps[i - 1],
+                            "step": step,
+                            "tokens": step * 2_097_152,
+                            "steps_between": between,
+                            "n_weights": 100,
+                            "mean_abs_change": between * 1e-3 / step,
+                            "rel_change": between * 1e-2 / step,
+                            "mean_abs_weight": 0.02,
+                        }
+                    )
+    return pd.DataFrame(changes), pd.DataFrame(samples)
+
+
+def synthetic_train(sizes=(("s", 1e8), ("l", 1e10)), bitnet=("s", "l"), steps=200, seed=0):
+    """Training logs of qid train: 16-bit for every size, BitNet for the sizes in `bitnet`
+    (ahead early, behind late: the paper's pattern)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for size, n in sizes:
+        step = np.arange(1, steps + 1)
+        base = 3 + 5 * np.exp(-step / 40)
+        for flag in (False, True) if size in bitnet else (False,):
+            gap = (0.3 * (step / steps) - 0.1) if flag else 0
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "step": step,
+                        "tokens": step * 4096,
+                        "loss": base + gap + rng.normal(0, 0.02, steps),
+                        "lr": 2e-3 * (2 if flag else 1),
+                        "seconds": step * 0.1,
+                        "suite": "alpha",
+                        "size": size,
+                        "n_params": n,
+                        "bitnet": flag,
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
 def fitted(table: pd.DataFrame) -> dict:
     return fit_all(table, method="gptq", eval_set="refinedweb")
 
@@ -92,13 +161,22 @@ def test_every_figure_renders_from_table_and_fits(table, fits, tmp_path, monkeyp
     texts = {}
     for name, draw in list(FIGURES.items()):
 
-        def record(t, f, draw=draw, name=name):
-            fig = draw(t, f)
+        def record(t, f, draw=draw, name=name, **data):
+            fig = draw(t, f, **data)
             texts[name] = text_of(fig)
             return fig
 
         monkeypatch.setitem(FIGURES, name, record)
-    written = make_all(table_path, fits_path, tmp_path / "figs")
+    changes, samples = synthetic_weights()
+    data = {}
+    for key, frame in (("weight_changes", changes), ("weight_samples", samples)):
+        frame.to_parquet(tmp_path / f"{key}.parquet")
+        data[key] = [tmp_path / f"{key}.parquet"]
+    train = synthetic_train()
+    for i, (_, log) in enumerate(train.groupby(["size", "bitnet"])):  # one file per run
+        log.to_parquet(tmp_path / f"train{i}.parquet")
+        data.setdefault("train", []).append(tmp_path / f"train{i}.parquet")
+    written = make_all(table_path, fits_path, tmp_path / "figs", data=data)
     assert len(written) == 2 * len(FIGURES) and set(texts) == set(FIGURES)
     for name in FIGURES:
         png = tmp_path / "figs" / f"{name}.png"
@@ -106,7 +184,7 @@ def test_every_figure_renders_from_table_and_fits(table, fits, tmp_path, monkeyp
         assert plt.imread(png).shape[0] > 200, name
         # The data has all a figure needs: none of them is a placeholder.
         assert " needs " not in texts[name], (name, texts[name])
-    for number in (1, 7, 8, 9, 10, 11):
+    for number in (1, 7, 8, 9, 10, 11, 12, 14):
         assert any(f"Fig. {number} -" in t for t in texts.values()), number
     assert "Eq. (3): Loss16" in texts["fig7_loss_prediction"]
     assert "refinedweb" in texts["fig8_eval_sets"] and "wiki" in texts["fig8_eval_sets"]
@@ -126,6 +204,10 @@ def test_placeholders_say_what_is_needed_and_what_the_table_has():
         "fig9_methods": "Fig. 9 needs at least 2 methods at one bit width",
         "fig10_suite_transfer": "Fig. 10 needs at least 2 suites; "
         "results/qid.parquet holds 1 (alpha)",
+        "fig12_weight_change": "Fig. 12 needs the weight changes between consecutive "
+        "checkpoints (qid weights",
+        "fig14_bitnet": "Fig. 14 needs the training logs of a BitNet b1.58 model and its "
+        "16-bit twin (a bitnet: block in the config); the logs given: none",
     }
     for name, draw in FIGURES.items():
         fig = draw(one, fits)
@@ -213,6 +295,8 @@ def test_fig8_pairs_the_same_cells_and_fig9_finds_the_shared_bit_width(table, fi
         "fig9_methods",
         "fig10_suite_transfer",
         "fig11_qid_surface",
+        "fig12_weight_change",
+        "fig14_bitnet",
     ],
 )
 def test_captions_render_for_one_and_several_suites_and_eval_sets(name):
@@ -257,7 +341,66 @@ def test_figures_module_registers_the_paper_figures():
         "fig9_methods",
         "fig10_suite_transfer",
         "fig11_qid_surface",
+        "fig12_weight_change",
+        "fig14_bitnet",
     ]
     for name in FIGURES:
         assert (ROOT / "workflow" / "report" / f"{name}.rst").exists(), name
     assert figures.uniform_loss(LLAMA3_VOCAB) == pytest.approx(11.7617, abs=1e-4)
+
+
+def test_fig12_draws_the_change_per_step_of_every_layer_type_and_size():
+    changes, samples = synthetic_weights()
+    fig = figures.fig12_weight_change(pd.DataFrame(), {}, changes, samples)
+    assert len(fig.axes) == 3 * 4
+    top = fig.axes[0]  # query_key_value, mean |dW| per step
+    assert top.get_title() == "query_key_value"
+    lines = {ln.get_label(): ln for ln in top.lines}
+    assert set(lines) == {"s (N=100M)", "l (N=10B)"}
+    want = changes[(changes["size"] == "l") & (changes.layer_type == "query_key_value")]
+    x, y = lines["l (N=10B)"].get_data()
+    np.testing.assert_allclose(x, want.tokens)
+    np.testing.assert_allclose(y, want.mean_abs_change / want.steps_between)
+    # Row 3: the sampled weights of the largest model, one line per weight.
+    bottom = fig.axes[8]
+    assert len(bottom.lines) == 2
+    largest = samples[(samples["size"] == "l") & (samples.layer_type == "query_key_value")]
+    assert sorted(bottom.lines[0].get_data()[1]) == sorted(
+        largest[largest.weight == "query_key_value[0]"].value
+    )
+    plt.close(fig)
+
+
+def test_fig14_pairs_each_bitnet_model_with_its_16bit_twin():
+    train = synthetic_train(bitnet=("l",))  # "s" has no BitNet twin: not drawn
+    fig = figures.fig14_bitnet(pd.DataFrame(), {}, train)
+    assert len(fig.axes) == 3
+    early, late, gap = fig.axes
+    assert "early steps (1-50)" in early.get_title() and "late steps (100-200)" in late.get_title()
+    labels = [ln.get_label() for ln in early.lines if not ln.get_label().startswith("_")]
+    assert labels == ["16-bit (peak lr 0.002)", "BitNet b1.58 (peak lr 0.004)"]
+    assert "l (N=10B)" in early.get_ylabel()
+    x, y = gap.lines[0].get_data()
+    runs = train[train["size"] == "l"].set_index(["bitnet", "step"]).loss
+    window = 200 // 25
+    smooth = {b: runs[b].rolling(window, min_periods=1, center=True).mean() for b in (True, False)}
+    np.testing.assert_allclose(y, (smooth[True] - smooth[False]).to_numpy())
+    assert y[:20].mean() < 0 < y[-20:].mean()  # ahead early, behind late, as built
+    plt.close(fig)
+    only16 = synthetic_train(bitnet=())
+    text = " ".join(text_of(figures.fig14_bitnet(pd.DataFrame(), {}, only16)).split())
+    assert "the logs given: 2 (alpha/l, alpha/s)" in text
+    plt.close("all")
+
+
+def test_fig14_caption_says_placeholder_without_a_bitnet_block():
+    from jinja2 import Environment
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    template = (ROOT / "workflow" / "report" / "fig14_bitnet.rst").read_text()
+    env = Environment(trim_blocks=True, lstrip_blocks=True)
+    render = env.from_string(template).render
+    without = {k: v for k, v in config.items() if k != "bitnet"}
+    assert "placeholder" in render(snakemake=SimpleNamespace(config=without))
+    text = render(snakemake=SimpleNamespace(config=config))
+    assert "placeholder" not in text and "h64-l2, h128-l4" in text

@@ -8,6 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -78,11 +79,35 @@ def test_the_study_produces_table_fits_and_figures(study):
             assert (study / "results" / "figures" / f"{name}.{ext}").stat().st_size > 1000
 
 
+def test_the_bitnet_twins_and_the_weight_changes(study):
+    import matplotlib.pyplot as plt
+
+    suite = CONFIG["suites"]["micro"]
+    bitnet = pd.read_csv(study / "results" / "bitnet.csv")
+    assert len(bitnet) == len(CONFIG["bitnet"]["sizes"]) * len(CONFIG["eval_sets"])
+    assert (bitnet.step == suite["steps"][-1]).all()
+    for column in ("loss_bitnet", "loss_16", "loss_rtn_2bit", "loss_gptq_2bit"):
+        assert bitnet[column].notna().all(), column
+    assert np.allclose(bitnet.gap_16, bitnet.loss_bitnet - bitnet.loss_16)
+    assert "BitNet b1.58" in (study / "results" / "bitnet.md").read_text()
+    for size in CONFIG["bitnet"]["sizes"]:  # the twins saw the same tokens at the same steps
+        twin = pd.read_parquet(study / f"results/micro/train/{size}.parquet")
+        log = pd.read_parquet(study / f"results/micro/bitnet/train/{size}.parquet")
+        assert log.bitnet.all() and log.tokens.equals(twin.tokens)
+        assert log.lr.max() == CONFIG["bitnet"]["training"]["lr"]
+    changes = pd.read_parquet(study / "results" / "micro" / "weights" / "changes.parquet")
+    assert len(changes) == len(suite["sizes"]) * (len(suite["steps"]) - 1) * 4
+    assert (changes.mean_abs_change > 0).all()
+    for name in ("fig12_weight_change", "fig14_bitnet"):  # drawn, not placeholders (~285 px)
+        assert plt.imread(study / "results" / "figures" / f"{name}.png").shape[0] > 500, name
+
+
 def test_the_report_holds_the_figures(study):
     run = snakemake(study, "--report", "results/report.html")
     assert run.returncode == 0, run.stderr[-3000:]
     html = (study / "results" / "report.html").read_text(errors="replace")
     assert "fig6_unified_law" in html and "Eq. (8)" in html
+    assert "fig12_weight_change" in html and "fig14_bitnet" in html and "bitnet.csv" in html
 
 
 def test_one_cell_reruns_with_its_checkpoint_only(study):

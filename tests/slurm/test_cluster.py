@@ -20,7 +20,7 @@ MICRO = ROOT / "tests" / "micro" / "config.yaml"
 # On the cluster the micro grid runs one job per cell, a checkpoint's jobs grouped into one SLURM
 # job (`execution.group`); the local run it is compared with runs one job per checkpoint.
 PER_CELL = ROOT / "tests" / "slurm" / "per_cell.yaml"
-GPU_RULES = {"train", "quantize", "evaluate_base"}
+GPU_RULES = {"train", "quantize", "evaluate_base", "train_bitnet", "evaluate_bitnet"}
 
 
 def asks_for_a_gpu(name: str) -> bool:

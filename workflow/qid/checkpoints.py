@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
 
+from qid.bitnet import to_bitnet
 from qid.grid import CHECKPOINT_META
 
 
@@ -79,7 +80,12 @@ def train(
     out_dir: Path,
     log_path: Path,
     threads: int = 1,
+    bitnet: bool = False,
 ) -> pd.DataFrame:
+    """Train one size, saving a checkpoint at every step of `steps` and the loss per step.
+
+    bitnet: BitNet b1.58 (qid.bitnet) from the same seeded init and batches as the 16-bit model.
+    """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -87,6 +93,8 @@ def train(
     model = GPTNeoXForCausalLM(
         model_config(arch, len(tokenizer), ctx, training.get("rotary_pct", 0.25))
     )
+    if bitnet:
+        to_bitnet(model)
     n_params = non_embedding_params(model)
     ids = np.load(train_ids)
     tokens_per_step = ctx * bs
@@ -142,9 +150,10 @@ def train(
                     "n_params": n_params,
                     "epochs_at_step": step * bs / ((ids.size - 1) // ctx),
                     "seed": seed,
+                    "bitnet": bitnet,
                 },
             )
-    frame = pd.DataFrame(log).assign(suite=suite, size=size, n_params=n_params)
+    frame = pd.DataFrame(log).assign(suite=suite, size=size, n_params=n_params, bitnet=bitnet)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(log_path)
     if epochs > 1:

@@ -65,9 +65,11 @@ def cmd_train(args) -> None:
         args.out,
         args.log,
         threads=args.threads,
+        bitnet=args.bitnet,
     )
     print(
-        f"{args.suite}/{args.size}: N={frame.n_params.iloc[0]:,} non-embedding parameters, "
+        f"{args.suite}/{args.size}{' (BitNet b1.58)' * args.bitnet}: "
+        f"N={frame.n_params.iloc[0]:,} non-embedding parameters, "
         f"{len(args.steps)} checkpoints, final training loss {frame.loss.iloc[-1]:.4f}"
     )
 
@@ -329,11 +331,51 @@ def cmd_diagnose(args) -> None:
         print(f"warning: {warning}")
 
 
+def _data(text: str) -> tuple[str, Path]:
+    key, sep, path = text.partition("=")
+    if not sep or not key or not path:
+        raise argparse.ArgumentTypeError(f"expected KEY=PATH, got {text!r}")
+    return key, Path(path)
+
+
 def cmd_figures(args) -> None:
     from qid.figures import make_all
 
-    for path in make_all(args.table, args.fits, args.out_dir, args.names):
+    data: dict[str, list[Path]] = {}
+    for key, path in args.data:
+        data.setdefault(key, []).append(path)
+    for path in make_all(args.table, args.fits, args.out_dir, args.names, data):
         print(path)
+
+
+def cmd_weights(args) -> None:
+    from qid.weights import dynamics
+
+    moves, samples = dynamics(args.sizes, per_type=args.sample, seed=args.seed)
+    for out, frame in ((args.changes, moves), (args.samples, samples)):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(out)
+    for (size, kind), part in moves.groupby(["size", "layer_type"], sort=False):
+        rate = (part.mean_abs_change / part.steps_between).tolist()
+        print(f"{size} {kind}: mean |dW| per step {rate[0]:.3g} (first) -> {rate[-1]:.3g} (last)")
+
+
+def cmd_bitnet(args) -> None:
+    import pandas as pd
+
+    from qid.bitnet import compare, to_markdown
+
+    evals = [json.loads(Path(p).read_text()) for p in args.evals]
+    table = pd.read_parquet(args.table) if args.table else pd.DataFrame()
+    frame = compare(evals, table, bits=args.bits)
+    text = to_markdown(frame)
+    if args.out_csv:
+        args.out_csv.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out_csv, index=False)
+    if args.out_md:
+        args.out_md.parent.mkdir(parents=True, exist_ok=True)
+        args.out_md.write_text(text)
+    print(text, end="")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -362,6 +404,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="directory for step*/ checkpoints")
     s.add_argument("--log", type=Path, required=True, help="parquet of the loss per step")
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument(
+        "--bitnet",
+        action="store_true",
+        help="BitNet b1.58: ternary weights, 8-bit activations in the decoder blocks (Sec. 4.4)",
+    )
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser(
@@ -549,7 +596,37 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--fits", type=Path, default=Path(grid.FITS))
     s.add_argument("--out-dir", type=Path, default=Path(grid.FIGURE).parent)
     s.add_argument("--names", nargs="*", help="figures to draw (default: all)")
+    s.add_argument(
+        "--data",
+        type=_data,
+        action="append",
+        default=[],
+        metavar="KEY=PATH",
+        help="another table a figure draws from (repeat; same keys concatenate): "
+        "weight_changes=, weight_samples= (Fig. 12), train= (training logs, Fig. 14)",
+    )
     s.set_defaults(func=cmd_figures)
+
+    s = sub.add_parser(
+        "weights", help="weight change between consecutive checkpoints, per layer type (Fig. 12)"
+    )
+    s.add_argument("sizes", type=Path, nargs="+", help="directories of step*/ checkpoints")
+    s.add_argument("--changes", type=Path, required=True, help="parquet: change per layer type")
+    s.add_argument("--samples", type=Path, required=True, help="parquet: sampled weights")
+    s.add_argument("--sample", type=int, default=8, help="weights sampled per layer type")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_weights)
+
+    s = sub.add_parser(
+        "bitnet",
+        help="final loss of BitNet b1.58 models beside their 16-bit twins and 2-bit PTQ (Sec. 4.4)",
+    )
+    s.add_argument("evals", type=Path, nargs="+", help="qid evaluate JSONs of BitNet checkpoints")
+    s.add_argument("--table", type=Path, help="the QiD table (16-bit and quantized losses)")
+    s.add_argument("--bits", type=int, default=2, help="bit width of the PTQ compared")
+    s.add_argument("--out-md", type=Path)
+    s.add_argument("--out-csv", type=Path)
+    s.set_defaults(func=cmd_bitnet)
 
     s = sub.add_parser("summary", help="the fitted laws beside the paper's numbers (Markdown)")
     s.add_argument("--fits", type=Path, default=Path(grid.FITS))

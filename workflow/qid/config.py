@@ -100,11 +100,31 @@ def check_semantics(config: dict) -> None:
                     f"config key 'suites.{suite}.sizes.{size}': hidden_size "
                     f"{arch['hidden_size']} is not divisible by num_heads {arch['num_heads']}"
                 )
+    check_bitnet(config)
     fit = config["fit"]
     if fit["method"] not in config["methods"]:
         raise ConfigError(f"config key 'fit.method': {fit['method']!r} is not under 'methods'")
     if fit["eval_set"] not in config["eval_sets"]:
         raise ConfigError(f"config key 'fit.eval_set': {fit['eval_set']!r} is not an eval set")
+
+
+def check_bitnet(config: dict) -> None:
+    """The `bitnet` block names a suite of the config and sizes of that suite."""
+    spec = config.get("bitnet")
+    if spec is None:
+        return
+    suite = config["suites"].get(spec["suite"])
+    if suite is None:
+        raise ConfigError(
+            f"config key 'bitnet.suite': {spec['suite']!r} is not a suite "
+            f"(suites: {', '.join(config['suites'])})"
+        )
+    for size in spec["sizes"]:
+        if size not in suite["sizes"]:
+            raise ConfigError(
+                f"config key 'bitnet.sizes': {size!r} is not a size of suite {spec['suite']!r} "
+                f"(sizes: {', '.join(suite['sizes'])})"
+            )
 
 
 def check_config(config: dict, schema_path: Path = SCHEMA) -> dict:

@@ -167,6 +167,7 @@ def run(
     """
     from transformers import AutoModelForCausalLM
 
+    from qid.bitnet import restore as restore_bitnet
     from qid.checkpoints import non_embedding_params, read_meta
     from qid.grid import CHECKPOINT_META
     from qid.quantize import check_bits, load_quantized
@@ -179,6 +180,7 @@ def run(
     if method is None:
         variant = BASE
         model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=resolve_dtype(dtype, device))
+        model = restore_bitnet(model)  # a BitNet b1.58 checkpoint gets its BitLinears back
         model = model.to(device).eval()
         source = checkpoint
     else:

@@ -5,8 +5,7 @@ for fig in FIGURES:
         name:
             f"figure_{fig}"
         input:
-            table=grid.QID_TABLE,
-            fits=grid.FITS,
+            **figure_inputs(fig),
         output:
             png=report(
                 grid.FIGURE.format(name=fig, ext="png"),
@@ -25,6 +24,7 @@ for fig in FIGURES:
         params:
             name=fig,
             out_dir=lambda w, output: os.path.dirname(output.png),
+            inputs=lambda w, input: figure_args(input),
         shell:
-            "qid figures --table {input.table} --fits {input.fits}"
+            "qid figures {params.inputs}"
             " --out-dir {params.out_dir} --names {params.name} > {log} 2>&1"
