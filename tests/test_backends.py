@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from qid import QidError
 from qid.quantize import load_quantized, quantize_cell
 
 EOS = "<|endoftext|>"
@@ -337,3 +338,44 @@ def test_reload_in_fresh_process(quantized, eval_batch, tmp_path):
         fresh = torch.load(tmp_path / f"{method}.pt")
         here = logits_of(load_quantized(method, out), eval_batch)
         torch.testing.assert_close(fresh, here, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("method", "bits"), [("gptq", 2), ("gptq", 4), ("bnb_nf4", 4)])
+def test_fake_quant_matches_the_packed_kernels(method, bits, quantized, eval_batch):
+    """Evaluating by the dequantized weights in plain nn.Linear layers (`evaluate.fake_quant`)
+    gives the packed kernels' loss to 1e-3 nats, with no packed layer left."""
+    pytest.importorskip("gptqmodel" if method == "gptq" else "bitsandbytes")
+    out, _ = quantized(method, bits)
+    packed = load_quantized(method, out)
+    fake = load_quantized(method, out, fake_quant=True)
+    linears = [m for m in fake.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(type(m) is torch.nn.Linear for m in linears) and len(linears) >= 8
+    assert abs(mean_nll(fake, eval_batch) - mean_nll(packed, eval_batch)) < 1e-3
+
+
+def test_released_checkpoints_are_fetched_as_their_own_method(
+    quantized, checkpoint, eval_batch, tmp_path, monkeypatch
+):
+    """The authors' GPTQ checkpoints: a hub repo per (size, step, bits), here an offline cache
+    holding one of our GPTQ checkpoints under the authors' naming."""
+    pytest.importorskip("gptqmodel")
+    import shutil
+
+    from conftest import put_in_hub_cache
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    ours, _ = quantized("gptq", 2)
+    cache = tmp_path / "hub"
+    repo = "Xu-Ouyang/pythia-tiny-int2-step10-GPTQ-wikitext2"
+    commit = put_in_hub_cache(cache, repo, "main", ours)
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, ckpt)
+    (ckpt / "qid_checkpoint.json").write_text(json.dumps({"size": "tiny", "step": 10}))
+    out = tmp_path / "released-2bit"
+    options = {"cache_dir": str(cache)}
+    info = quantize_cell(ckpt, out, tmp_path / "r.json", "released", 2, options, None)
+    assert info["repo"] == repo and info["commit"] == commit
+    theirs = mean_nll(load_quantized("released", out), eval_batch)
+    assert theirs == mean_nll(load_quantized("gptq", ours), eval_batch)
+    with pytest.raises(QidError, match="int3-step10-GPTQ-wikitext2' at revision 'main' is not in"):
+        quantize_cell(ckpt, tmp_path / "r3", tmp_path / "r3.json", "released", 3, options, None)

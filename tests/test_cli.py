@@ -165,3 +165,35 @@ def test_diagnose_wants_a_measurement_or_a_checkpoint(capsys):
     with pytest.raises(SystemExit):
         main(["diagnose", "--bits", "2", "--qid", "0.3"])
     assert "give either --n-params and --qid, or --checkpoint" in capsys.readouterr().err
+
+
+def test_grid_estimates_jobs_disk_and_gpu_hours(tmp_path, capsys):
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parent / "micro" / "config.yaml").read_text())
+    config["suites"] = {
+        "p": {
+            "source": "hub",
+            "repo": "Org/p-{size}",
+            "tokens_per_step": 10,
+            "sizes": {"s": {"n_params": 100, "total_params": 150}},
+            "steps": [1, 2],
+        }
+    }
+    config.pop("bitnet", None)
+    config["methods"] = {"gptq": {"bits": [2, 4]}, "rtn": {"bits": [3]}}
+    config["fit"]["method"] = "gptq"
+    config["execution"] = {"per_job": "cell"}
+    config["resources"] = {"gpu": 2, "sizes": {"s": {"mem_mb": 1, "runtime": 30}}}
+    e = grid.estimate(config)
+    cells = 2 * 3  # steps x (method, bits)
+    assert (e["checkpoints"], e["cells"], e["gpu_jobs"]) == (2, cells, 2 * (3 + 1))
+    assert e["evaluations"] == 2 * (3 + 1) * len(config["eval_sets"])
+    assert e["checkpoint_bytes"] == 2 * 2 * 150
+    assert e["quantized_bytes"] == 2 * sum(b / 8 * 100 + 2 * 50 for b in (2, 4, 3))
+    assert e["gpu_hours"] == 2 * (3 + 1) * 0.5 * 2  # jobs x hours x GPUs
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["grid", "--configfile", str(path)])
+    out = capsys.readouterr().out
+    assert "2 checkpoints, 6 cells" in out and "GPU-hours requested" in out

@@ -74,8 +74,34 @@ def cmd_train(args) -> None:
     )
 
 
+def cmd_grid(args) -> None:
+    from qid.config import load_config
+
+    config = load_config(args.configfile)
+    e = grid.estimate(config)
+    suites = ", ".join(
+        f"{name} ({len(s['sizes'])} sizes x {len(s['steps'])} steps, "
+        f"{len(grid.suite_variants(config, name))} cells each)"
+        for name, s in config["suites"].items()
+    )
+    keep = config.get("execution", {}).get("keep_quantized", True)
+    print(f"suites: {suites}")
+    print(
+        f"grid: {e['checkpoints']} checkpoints, {e['cells']} cells, "
+        f"{e['evaluations']} evaluations (eval sets: {', '.join(config['eval_sets'])})"
+    )
+    print(f"GPU jobs: {e['gpu_jobs']} (execution.per_job)")
+    print(
+        f"disk: 16-bit checkpoints {e['checkpoint_bytes'] / 1e12:.2f} TB in all (hub revisions "
+        f"are deleted once evaluated unless `keep`); quantized models "
+        f"{e['quantized_bytes'] / 1e12:.2f} TB" + ("" if keep else " (not kept)")
+    )
+    unit = "GPU-hours" if config.get("resources", {}).get("gpu", 0) else "job-hours (CPU)"
+    print(f"{unit} requested (per-size runtime table, an upper bound): {e['gpu_hours']:,.0f}")
+
+
 def cmd_fetch(args) -> None:
-    from qid.sources import fetch
+    from qid.fetch import fetch
 
     sizes = args.spec.get("sizes", {}).get(args.size, {})
     per_step = sizes.get("tokens_per_step", args.spec.get("tokens_per_step"))
@@ -95,7 +121,7 @@ def cmd_fetch(args) -> None:
 
 def cmd_release(args) -> None:
     from qid.checkpoints import read_meta
-    from qid.sources import release
+    from qid.fetch import release
 
     meta = read_meta(args.checkpoint)
     if "commit" not in meta:
@@ -123,6 +149,7 @@ def _evaluate(args, outs: list[Path], method=None, bits=None, quantized=None) ->
         batch_tokens=args.batch_tokens,
         reference_tokenizer=args.reference_tokenizer,
         dtype=args.dtype,
+        fake_quant=args.fake_quant,
     ):
         print(
             f"{record['eval_set']}: {record['variant']} loss {record['loss']:.5f} "
@@ -295,6 +322,7 @@ def cmd_diagnose(args) -> None:
             batch_tokens=args.batch_tokens,
             reference_tokenizer=args.reference_tokenizer,
             dtype=args.dtype,
+            fake_quant=args.fake_quant,
         )
         args.qid, args.n_params = measured["qid"], measured["n_params"]
         args.qid_se = args.qid_se or measured["qid_se"]
@@ -411,6 +439,10 @@ def parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_train)
 
+    s = sub.add_parser("grid", help="size of a study: checkpoints, cells, jobs, disk, GPU-hours")
+    s.add_argument("--configfile", type=Path, default=Path("config/config.yaml"))
+    s.set_defaults(func=cmd_grid)
+
     s = sub.add_parser(
         "fetch", help="put a hub revision or a local checkpoint at the grid's checkpoint path"
     )
@@ -444,6 +476,11 @@ def parser() -> argparse.ArgumentParser:
         "default: the model's own",
     )
     e.add_argument("--dtype", default="auto", help="weights of the 16-bit model")
+    e.add_argument(
+        "--fake-quant",
+        action="store_true",
+        help="evaluate quantized models by their dequantized weights (plain kernels)",
+    )
 
     s = sub.add_parser(
         "quantize",

@@ -160,6 +160,7 @@ def run(
     reference_tokenizer: str | None = None,
     dtype: str = "auto",
     meta: dict | None = None,
+    fake_quant: bool = False,
 ) -> list[dict]:
     """Evaluate one model (16-bit, or a quantized cell) on several eval sets, loading it once.
 
@@ -188,7 +189,7 @@ def run(
             raise QidError("qid evaluate: --method needs --bits and --quantized")
         check_bits(method, bits)
         variant = f"{method}-{bits}bit"
-        model = load_quantized(method, quantized)
+        model = load_quantized(method, quantized, fake_quant)
         source = quantized
     if meta.get("n_params") is None and method is None:
         meta["n_params"] = non_embedding_params(model)

@@ -103,3 +103,39 @@ def method_options(config: dict, method: str) -> dict:
     options = {k: v for k, v in config["methods"][method].items() if k not in ("bits", "threads")}
     options["calibration_length"] = config["data"]["calibration"]["length"]
     return options
+
+
+def estimate(config: dict) -> dict:
+    """Size of a study before it runs: checkpoints, cells, jobs, disk and requested GPU-hours.
+
+    Disk assumes 16-bit weights (2 bytes per parameter; `total_params` of a size, else N) and
+    quantized blocks at `bits`/8 bytes per non-embedding parameter plus 16-bit embeddings.
+    GPU-hours are what the per-size `resources` table requests: an upper bound.
+    """
+    execution = config.get("execution", {})
+    per_checkpoint = execution.get("per_job", "cell") == "checkpoint"
+    resources = config.get("resources", {})
+    default_job = resources.get("gpu_job", {"mem_mb": 4000, "runtime": 30})
+    gpus = max(1, resources.get("gpu", 0))
+    out = {"checkpoints": 0, "cells": 0, "evaluations": 0, "gpu_jobs": 0, "gpu_hours": 0.0,
+           "checkpoint_bytes": 0.0, "quantized_bytes": 0.0}  # fmt: skip
+    n_eval_sets = len(config["eval_sets"])
+    for suite, spec in config["suites"].items():
+        variants = suite_variants(config, suite)
+        for size, size_spec in spec["sizes"].items():
+            n = size_spec.get("n_params")
+            total = size_spec.get("total_params", n)
+            steps = len(spec["steps"])
+            out["checkpoints"] += steps
+            out["cells"] += steps * len(variants)
+            out["evaluations"] += steps * (len(variants) + 1) * n_eval_sets
+            jobs = 1 if per_checkpoint else len(variants) + 1
+            minutes = resources.get("sizes", {}).get(size, default_job)["runtime"]
+            out["gpu_jobs"] += steps * jobs
+            out["gpu_hours"] += steps * (len(variants) + 1) * minutes / 60 * gpus
+            if n and total:
+                out["checkpoint_bytes"] += steps * 2 * total
+                out["quantized_bytes"] += steps * sum(
+                    bits / 8 * n + 2 * (total - n) for _, bits in variants
+                )
+    return out

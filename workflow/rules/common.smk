@@ -32,7 +32,9 @@ os.environ["PATH"] = os.pathsep.join(
 EVAL_SETS = list(config["eval_sets"])
 CONFIG_HASH = config_hash(config)
 PER_CHECKPOINT = config["execution"]["per_job"] == "checkpoint"
-TRAINED_SUITES = [s for s, spec in config["suites"].items() if spec["source"] == "train"]
+TRAINED_SUITES = [
+    s for s, spec in config["suites"].items() if spec["source"] == "train"
+]
 FETCHED_SUITES = [s for s in config["suites"] if s not in TRAINED_SUITES]
 # Per-cell jobs of a checkpoint (its 16-bit eval and its cells) go to the cluster as one job.
 CHECKPOINT_GROUP = "checkpoint" if config["execution"]["group"] else None
@@ -136,6 +138,8 @@ def eval_args(texts, outs=None, flag=None):
         f"--batch-tokens {ev['batch_tokens']}",
         f"--dtype {ev.get('dtype', 'auto')}",
     ]
+    if ev.get("fake_quant"):
+        args.append("--fake-quant")
     if ev.get("reference_tokenizer"):
         args.append(f"--reference-tokenizer {shlex.quote(ev['reference_tokenizer'])}")
     return " ".join(args)
@@ -190,9 +194,16 @@ def checkpoint_job_inputs(wildcards):
     return inputs
 
 
+def quantized_output(path):
+    """A cell's quantized model: deleted once evaluated unless `execution.keep_quantized`."""
+    keep = config["execution"]["keep_quantized"]
+    return directory(path) if keep else temp(directory(path))
+
+
 def suite_threads(suite):
     return max(
-        config["methods"][m].get("threads", 1) for m in grid.suite_methods(config, suite)
+        config["methods"][m].get("threads", 1)
+        for m in grid.suite_methods(config, suite)
     )
 
 
@@ -205,7 +216,7 @@ def checkpoint_job_outputs(suite):
             grid.EVAL, variant=grid.BASE, eval_set=EVAL_SETS, allow_missing=True
         ),
         "models": [
-            directory(p)
+            quantized_output(p)
             for p in expand(grid.QUANTIZED, zip, **cell, allow_missing=True)
         ],
         "records": expand(grid.QUANT_RECORD, zip, **cell, allow_missing=True),
@@ -223,7 +234,8 @@ def checkpoint_evals(wildcards):
     """Every evaluation of one checkpoint: the 16-bit model's and its cells'."""
     ckpt = grid.Checkpoint(wildcards.suite, wildcards.size, int(wildcards.step))
     variants = [grid.BASE] + [
-        grid.Cell(ckpt, m, b).variant for m, b in grid.suite_variants(config, ckpt.suite)
+        grid.Cell(ckpt, m, b).variant
+        for m, b in grid.suite_variants(config, ckpt.suite)
     ]
     return [ckpt.eval_path(v, e) for v in variants for e in EVAL_SETS]
 

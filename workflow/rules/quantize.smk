@@ -23,7 +23,9 @@ if PER_CHECKPOINT:
             resources:
                 **GPU_PLACEMENT,
                 mem_mb=gpu_job("mem_mb"),
-                runtime=gpu_job("runtime", jobs=len(grid.suite_variants(config, suite)) + 1),
+                runtime=gpu_job(
+                    "runtime", jobs=len(grid.suite_variants(config, suite)) + 1
+                ),
             params:
                 checkpoint=checkpoint_path,
                 cells=",".join(
@@ -56,7 +58,7 @@ else:
         input:
             unpack(cell_inputs),
         output:
-            model=directory(grid.QUANTIZED),
+            model=quantized_output(grid.QUANTIZED),
             record=grid.QUANT_RECORD,
             evals=expand(
                 grid.EVAL,

@@ -7,6 +7,7 @@ A backend module exposes
     quantize(checkpoint: Path, out: Path, bits: int, options: dict, calibration: list[str] | None)
         -> dict          # extra fields for the cell's JSON record
     load(path: Path) -> transformers.PreTrainedModel   # reload the saved quantized checkpoint
+    dequantize(model) -> model   # optional: packed layers -> nn.Linear with dequantized weights
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ METHODS: dict[str, Method] = {
             "round-to-nearest, per-group asymmetric (ours)",
         ),
         Method("gptq", (2, 3, 4, 8), True, "qid.quantize.gptq", "GPTQ through GPTQModel"),
+        Method(
+            "released",
+            (2, 3, 4),
+            False,
+            "qid.quantize.released",
+            "the paper authors' GPTQ checkpoints, fetched from the hub",
+        ),
         Method("bnb_nf4", (4,), False, "qid.quantize.bnb", "bitsandbytes 4-bit NormalFloat"),
         Method("bnb_fp4", (4,), False, "qid.quantize.bnb", "bitsandbytes 4-bit float"),
     ]
@@ -107,6 +115,12 @@ def quantize_cell(
     return info
 
 
-def load_quantized(method: str, path: Path):
-    """Load a quantized checkpoint written by `quantize_cell` for evaluation."""
-    return get_method(method).backend().load(Path(path))
+def load_quantized(method: str, path: Path, fake_quant: bool = False):
+    """Load a quantized checkpoint written by `quantize_cell` for evaluation; with `fake_quant`,
+    as a plain model holding the dequantized weights (backends storing packed weights expose
+    `dequantize(model)`; the others store dequantized weights already)."""
+    backend = get_method(method).backend()
+    model = backend.load(Path(path))
+    if fake_quant and hasattr(backend, "dequantize"):
+        model = backend.dequantize(model)
+    return model

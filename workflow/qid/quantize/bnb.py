@@ -110,3 +110,8 @@ def load(path: Path):
         raise RuntimeError(f"{path}: no bitsandbytes 4-bit layers after loading")
     model.eval()
     return model
+
+
+def dequantize(model):
+    """Fake-quant: transformers' own dequantize() turns the 4-bit layers back into nn.Linear."""
+    return model.dequantize()

@@ -246,3 +246,28 @@ def load(path: Path, dtype=None):
         layer.__dict__.pop("dequantize_weight", None)
     model.eval()
     return model
+
+
+def dequantize(model):
+    """Fake-quant: each GPTQ layer becomes a plain nn.Linear holding its dequantized weights, so
+    the model runs on any device with ordinary (bf16, SDPA) kernels and no GPTQ kernel.
+    tests/test_backends.py checks it against the packed layers to 1e-3 nats."""
+    import torch
+    from gptqmodel.nn_modules.qlinear.torch import TorchLinear
+
+    for parent in list(model.modules()):
+        for name, layer in list(parent.named_children()):
+            if not isinstance(layer, TorchLinear):
+                continue
+            with torch.no_grad():
+                # TorchLinear multiplies x @ W with W as [in, out] (padded): transpose and trim.
+                w = layer.dequantize_weight(num_itr=layer.g_idx.shape[0] // layer.in_features)
+                w = w.T[: layer.out_features, : layer.in_features]
+                linear = torch.nn.Linear(
+                    layer.in_features, layer.out_features, bias=layer.bias is not None
+                ).to(dtype=w.dtype, device=w.device)
+                linear.weight.copy_(w)
+                if layer.bias is not None:
+                    linear.bias.copy_(layer.bias[: layer.out_features])
+            setattr(parent, name, linear.eval())
+    return model

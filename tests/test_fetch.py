@@ -9,8 +9,8 @@ import pytest
 from conftest import put_in_hub_cache
 
 from qid.evaluate import evaluate
+from qid.fetch import SourceError, fetch, release
 from qid.grid import CHECKPOINT_META
-from qid.sources import SourceError, fetch, release
 
 HUB = {"source": "hub", "repo": "EleutherAI/pythia-{size}"}
 
