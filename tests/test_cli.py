@@ -7,7 +7,18 @@ import pytest
 from qid.cli import main, parser
 from qid.laws import UnifiedLaw
 
-STAGES = ["data", "train", "quantize", "evaluate", "aggregate", "fit", "figures"]
+STAGES = [
+    "corpus",
+    "evalset",
+    "calibration",
+    "data",
+    "train",
+    "quantize",
+    "evaluate",
+    "aggregate",
+    "fit",
+    "figures",
+]
 
 
 @pytest.mark.parametrize("stage", STAGES)
