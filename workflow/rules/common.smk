@@ -260,3 +260,33 @@ def all_evaluations():
 
 def figure_outputs():
     return expand(grid.FIGURE, name=FIGURES, ext=["png", "pdf"])
+
+
+# Data rules (data.smk).
+from qid.texts import needs_corpus_split
+
+CORPUS_KEYS = ("corpus", "heldout_fraction")
+
+
+def corpus_arg(spec):
+    """`--data ...` for a source built from the training corpus's seeded split, else nothing:
+    a set that does not use the corpus is not rebuilt when the corpus settings change.
+    """
+    if not needs_corpus_split(spec):
+        return ""
+    return f"--data {as_arg({k: config['data'].get(k) for k in CORPUS_KEYS})}"
+
+
+def eval_set_spec(wildcards):
+    spec = config["eval_sets"].get(wildcards.eval_set)
+    if spec is None:
+        raise WorkflowError(
+            f"no eval set {wildcards.eval_set!r} in the config "
+            f"(eval sets: {', '.join(EVAL_SETS)})"
+        )
+    return spec
+
+
+def source_files(spec):
+    """A `file` source's file, so Snakemake names it when missing and reruns when it changes."""
+    return [spec["path"]] if spec.get("source") == "file" else []

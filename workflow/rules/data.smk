@@ -1,11 +1,12 @@
-rule data:
+# One rule per data product, so a study builds only what it uses: the training corpus only when
+# a suite is trained here (its outputs are the train rule's inputs), each eval set on its own
+# (changing one resamples only it), calibration only when a method calibrates.
+rule corpus:
     output:
         tokenizer=directory(grid.TOKENIZER),
         train_ids=grid.TRAIN_IDS,
-        calibration=grid.CALIBRATION,
-        texts=expand(grid.EVAL_TEXTS, eval_set=EVAL_SETS),
     log:
-        "logs/data.log",
+        "logs/data/corpus.log",
     conda:
         "../../envs/qid.yaml"
     resources:
@@ -14,10 +15,51 @@ rule data:
         runtime=cpu_job("runtime"),
     params:
         seed=config["seed"],
-        data=as_arg(config["data"]),
-        eval_sets=as_arg(config["eval_sets"]),
-        eval_dir=lambda wildcards, output: os.path.dirname(output.texts[0]),
+        data=as_arg({k: config["data"].get(k) for k in (*CORPUS_KEYS, "tokenizer")}),
     shell:
-        "qid data --seed {params.seed} --data {params.data} --eval-sets {params.eval_sets}"
-        " --tokenizer {output.tokenizer} --train-ids {output.train_ids}"
-        " --calibration {output.calibration} --eval-dir {params.eval_dir} > {log} 2>&1"
+        "qid corpus --seed {params.seed} --data {params.data}"
+        " --tokenizer {output.tokenizer} --train-ids {output.train_ids} > {log} 2>&1"
+
+
+rule eval_set:
+    input:
+        lambda w: source_files(eval_set_spec(w)),
+    output:
+        grid.EVAL_TEXTS,
+    log:
+        "logs/data/eval/{eval_set}.log",
+    conda:
+        "../../envs/qid.yaml"
+    resources:
+        **CPU_PLACEMENT,
+        mem_mb=cpu_job("mem_mb"),
+        runtime=cpu_job("runtime"),
+    params:
+        seed=config["seed"],
+        spec=lambda w: as_arg(eval_set_spec(w)),
+        corpus=lambda w: corpus_arg(eval_set_spec(w)),
+    shell:
+        "qid evalset --name {wildcards.eval_set} --seed {params.seed} --spec {params.spec}"
+        " {params.corpus} --out {output} > {log} 2>&1"
+
+
+rule calibration:
+    input:
+        source_files(config["data"]["calibration"]),
+    output:
+        grid.CALIBRATION,
+    log:
+        "logs/data/calibration.log",
+    conda:
+        "../../envs/qid.yaml"
+    resources:
+        **CPU_PLACEMENT,
+        mem_mb=cpu_job("mem_mb"),
+        runtime=cpu_job("runtime"),
+    params:
+        seed=config["seed"],
+        spec=as_arg(config["data"]["calibration"]),
+        corpus=corpus_arg(config["data"]["calibration"]),
+    shell:
+        "qid calibration --seed {params.seed} --spec {params.spec} {params.corpus}"
+        " --out {output} > {log} 2>&1"
