@@ -59,3 +59,17 @@ def test_an_empty_eval_set_is_refused(tiny_checkpoint, tokenizer):
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval()
     with pytest.raises(ValueError, match="eval set is empty"):
         evaluate(model, tokenizer, [], context=32, batch_tokens=256)
+
+
+def test_auto_batch_tokens_follow_free_memory(tiny_checkpoint):
+    from transformers import AutoModelForCausalLM
+
+    from qid.evaluate import CPU_BATCH_TOKENS, auto_batch_tokens
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    assert auto_batch_tokens(model, 32) == CPU_BATCH_TOKENS  # no GPU: the CPU default
+    per_token = 3 * model.config.vocab_size * 4 + 16 * model.config.hidden_size * 4
+    got = auto_batch_tokens(model, 32, free_bytes=2**30)
+    assert got % 32 == 0 and got * per_token <= 0.5 * 2**30 < (got + 32) * per_token
+    assert auto_batch_tokens(model, 32, free_bytes=2**31) > got
+    assert auto_batch_tokens(model, 32, free_bytes=1) == 32  # never below one window

@@ -518,7 +518,12 @@ def parser() -> argparse.ArgumentParser:
         help="parquet of eval texts (repeat for several eval sets)",
     )
     e.add_argument("--context", type=int, default=128, help="tokens per evaluation window")
-    e.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per forward")
+    e.add_argument(
+        "--batch-tokens",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="padded tokens per forward, or auto: from the GPU's free memory (CPU: 2048)",
+    )
     e.add_argument(
         "--reference-tokenizer",
         help="tokenizer (path or hub id) whose token count normalises the loss; "

@@ -87,8 +87,28 @@ def encode(tokenizer, texts: list[str], reference_tokenizer=None) -> Encoded:
     return Encoded(token_ids, bos, ref_tokens)
 
 
-def score(model, encoded: Encoded, context: int, batch_tokens: int) -> dict:
+CPU_BATCH_TOKENS = 2048  # measured on the embedded default: 1.5x faster than 16k on 2 cores
+
+
+def auto_batch_tokens(model, context: int, free_bytes: int | None = None) -> int:
+    """Tokens per forward pass that fit the device: on a GPU, half its free memory over the
+    bytes a token costs at the widest point (the fp32 logits, their log-softmax and the loss:
+    ~3 x vocabulary x 4 bytes, plus a few hidden-size activations in the weights' dtype)."""
+    device = next(model.parameters()).device
+    if free_bytes is None:
+        if device.type != "cuda":
+            return CPU_BATCH_TOKENS
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    config = model.config
+    itemsize = next(model.parameters()).element_size()
+    per_token = 3 * config.vocab_size * 4 + 16 * config.hidden_size * itemsize
+    return max(context, int(0.5 * free_bytes / per_token) // context * context)
+
+
+def score(model, encoded: Encoded, context: int, batch_tokens: int | str) -> dict:
     """Loss per reference token of `model` on tokenised texts."""
+    if batch_tokens == "auto":
+        batch_tokens = auto_batch_tokens(model, context)
     start = time.perf_counter()
     nll = text_nll(model, encoded.token_ids, encoded.bos, context, batch_tokens)
     return {
@@ -99,6 +119,7 @@ def score(model, encoded: Encoded, context: int, batch_tokens: int) -> dict:
         "reference_tokens": encoded.reference_tokens,
         "texts": len(encoded.token_ids),
         "seconds": round(time.perf_counter() - start, 3),
+        "batch_tokens": batch_tokens,
         "nll_per_text": nll.tolist(),
     }
 
@@ -156,7 +177,7 @@ def run(
     bits: int | None = None,
     quantized: Path | None = None,
     context: int = 128,
-    batch_tokens: int = 16384,
+    batch_tokens: int | str = "auto",
     reference_tokenizer: str | None = None,
     dtype: str = "auto",
     meta: dict | None = None,
