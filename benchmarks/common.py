@@ -132,3 +132,13 @@ def median(values: list[float]) -> float:
     s = sorted(values)
     mid = len(s) // 2
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def add_model_args(p) -> None:
+    """The options every CPU benchmark shares: which model, or the shape of a random one."""
+    p.add_argument("--checkpoint", type=Path, help="default: the largest one under results/")
+    p.add_argument("--random", action="store_true", help="random init even if results/ has one")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--vocab", type=int, default=4096)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import common
 
@@ -100,12 +99,7 @@ def load_inputs(args) -> tuple[object, list[list[int]], int, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, help="default: the largest one under results/")
-    p.add_argument("--random", action="store_true", help="random init even if results/ has one")
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--vocab", type=int, default=4096)
+    common.add_model_args(p)
     p.add_argument("--n-texts", type=int, default=200)
     p.add_argument("--context", type=int, default=128, help="config evaluate.context")
     p.add_argument("--batch-tokens", type=int, default=2048, help="config evaluate.batch_tokens")

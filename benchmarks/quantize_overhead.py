@@ -157,12 +157,7 @@ def prepare(args, work: Path) -> tuple[Path, list[str], str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, help="default: the largest one under results/")
-    p.add_argument("--random", action="store_true", help="random init even if results/ has one")
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--vocab", type=int, default=4096)
+    common.add_model_args(p)
     p.add_argument("--n-samples", type=int, default=32, help="calibration samples (config)")
     p.add_argument("--length", type=int, default=128, help="calibration length (config)")
     p.add_argument("--methods", nargs="+", default=list(BARE), choices=list(BARE))

@@ -294,17 +294,20 @@ def cmd_fit(args) -> None:
         print(f"held out: RMSE(log) {v['rmse_log']:.3g}, MAE {v['mae_nats']:.3g} nats")
 
 
+def _write_table(frame, markdown: str, out_csv: Path | None, out_md: Path | None) -> None:
+    for out, write in ((out_csv, lambda p: frame.to_csv(p, index=False)),
+                       (out_md, lambda p: p.write_text(markdown))):  # fmt: skip
+        if out:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write(out)
+
+
 def cmd_table1(args) -> None:
     from qid.table1 import table1, to_markdown
 
     frame = table1(_load_fits(args.fits), by_bits=args.by_bits, confidence=args.confidence)
     text = to_markdown(frame, f"Table 1 from {args.fits or 'the published law'}")
-    if args.out_csv:
-        args.out_csv.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(args.out_csv, index=False)
-    if args.out_md:
-        args.out_md.parent.mkdir(parents=True, exist_ok=True)
-        args.out_md.write_text(text)
+    _write_table(frame, text, args.out_csv, args.out_md)
     if not args.out_md:
         print(text, end="")
 
@@ -418,12 +421,7 @@ def cmd_bitnet(args) -> None:
     table = pd.read_parquet(args.table) if args.table else pd.DataFrame()
     frame = compare(evals, table, bits=args.bits)
     text = to_markdown(frame)
-    if args.out_csv:
-        args.out_csv.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(args.out_csv, index=False)
-    if args.out_md:
-        args.out_md.parent.mkdir(parents=True, exist_ok=True)
-        args.out_md.write_text(text)
+    _write_table(frame, text, args.out_csv, args.out_md)
     print(text, end="")
 
 
