@@ -1,4 +1,5 @@
-"""GPTQ (GPTQModel) and bitsandbytes backends on a tiny GPT-NeoX checkpoint, end to end on CPU.
+"""GPTQ (GPTQModel), AWQ (llm-compressor) and bitsandbytes backends on a tiny GPT-NeoX checkpoint,
+end to end on CPU.
 
 The checkpoint is a 2-layer GPT-NeoX with a byte-level BPE tokenizer, both trained (a few
 seconds) on generated text, so that its loss is well below uniform: on a purely random model
@@ -11,6 +12,7 @@ g++ (about 30 s on 2 cores, cached under ~/.cache/gptqmodel/torch_extensions aft
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -23,10 +25,12 @@ import pytest
 import torch
 
 from qid import QidError
-from qid.quantize import load_quantized, quantize_cell
+from qid.quantize import METHODS, load_quantized, quantize_cell
 
 EOS = "<|endoftext|>"
 GPTQ_OPTIONS = {"group_size": 32, "desc_act": False, "damp_percent": 0.01}
+AWQ_OPTIONS = {"group_size": 32}
+OPTIONS = {"gptq": GPTQ_OPTIONS, "awq": AWQ_OPTIONS}
 
 
 def _language(seed: int = 1234, n_words: int = 300, fanout: int = 4):
@@ -169,8 +173,8 @@ def quantized(checkpoint, tmp_path_factory):
         if (method, bits) not in done:
             out = root / f"{method}-{bits}"
             record = root / f"{method}-{bits}.json"
-            calibration = make_texts(64, seed=7) if method == "gptq" else None
-            options = dict(GPTQ_OPTIONS) if method == "gptq" else {}
+            calibration = make_texts(64, seed=7) if METHODS[method].calibration else None
+            options = dict(OPTIONS.get(method, {}))
             info = quantize_cell(checkpoint, out, record, method, bits, options, calibration)
             assert json.loads(record.read_text()) == info
             done[method, bits] = out, info
@@ -308,11 +312,136 @@ def test_bnb_rejects_other_bit_widths(checkpoint, tmp_path):
         bnb.quantize(checkpoint, tmp_path / "q", 4, {"method": "bnb_int8"}, None)
 
 
+def _block_linears(model) -> dict[str, torch.nn.Linear]:
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and ".layers." in name
+    }
+
+
+@pytest.mark.parametrize(("bits", "max_increase"), [(4, 0.5), (2, 1.0)])
+def test_awq(bits, max_increase, quantized, checkpoint, reference, eval_batch):
+    pytest.importorskip("llmcompressor")
+    out, info = quantized("awq", bits)
+    assert info["backend"] == "llmcompressor" and info["backend_version"]
+    assert info["storage"] == "packed" and info["format"] == "pack-quantized"
+    assert info["calibration_rows"] == 64 and info["calibration_tokens"] > 64
+    # Both mappings in both layers were smoothed; the chosen scales never do worse than none
+    # (identity scales are a grid point), and somewhere they do better.
+    assert info["awq_mappings"] == 4
+    assert info["awq_error_ratio_min"] < 1.0 and info["awq_error_ratio_mean"] <= 1.0
+    saved = json.loads((out / "config.json").read_text())["quantization_config"]
+    weights = saved["config_groups"]["group_0"]["weights"]
+    assert weights["num_bits"] == bits and weights["group_size"] == AWQ_OPTIONS["group_size"]
+    assert weights["strategy"] == "group" and weights["symmetric"] is False
+    model, _ = check_cell("awq", bits, out, info, checkpoint, reference, eval_batch, max_increase)
+    assert len(_block_linears(model)) == 8  # 2 layers x (qkv, dense, mlp up, mlp down)
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_awq_weights_lie_on_each_groups_grid(bits, quantized, reference):
+    """The reloaded (dequantized) weights are (q - zero) * scale with integer q of `bits` bits."""
+    pytest.importorskip("llmcompressor")
+    model = load_quantized("awq", quantized("awq", bits)[0])
+    group = AWQ_OPTIONS["group_size"]
+    for name, linear in _block_linears(model).items():
+        out_features, in_features = linear.weight.shape
+        w = linear.weight.detach().reshape(out_features, in_features // group, group)
+        assert max(len(torch.unique(g)) for g in w.reshape(-1, group)) <= 2**bits, name
+        # Scales and zero points stay on the module after decompression (compressed-tensors).
+        scale = linear.weight_scale.detach()[..., None]
+        zero = linear.weight_zero_point.detach().float()[..., None]
+        q = w / scale + zero
+        assert (q - q.round()).abs().max() < 1e-3, name
+        assert q.round().min() >= -(2 ** (bits - 1)) and q.round().max() <= 2 ** (bits - 1) - 1
+    # Embeddings, the output head and the final LayerNorm are not touched.
+    ref_model, _ = reference
+    for get in (
+        lambda m: m.get_input_embeddings().weight,
+        lambda m: m.get_output_embeddings().weight,
+        lambda m: m.gpt_neox.final_layer_norm.weight,
+    ):
+        torch.testing.assert_close(get(model), get(ref_model), rtol=0, atol=0)
+    assert not hasattr(model.get_output_embeddings(), "weight_scale")
+
+
+def test_awq_fewer_bits_hurt_more(quantized, eval_batch):
+    pytest.importorskip("llmcompressor")
+    losses = {
+        b: mean_nll(load_quantized("awq", quantized("awq", b)[0]), eval_batch) for b in (2, 4)
+    }
+    assert losses[2] > losses[4] + 0.005, losses
+
+
+def _with_activation_outliers(src: Path, dst: Path, factor: float = 30.0, channels=(3, 17)):
+    """The same function with a few large activation channels, as real LLMs have.
+
+    Each LayerNorm's weight and bias are multiplied by `factor` on `channels` and the input
+    columns of the Linear layer it feeds are divided by it: the logits do not change, but those
+    columns become small next to the rest of their quantization group.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    idx = torch.tensor(channels)
+    with torch.no_grad():
+        for layer in model.gpt_neox.layers:
+            for norm, linear in (
+                (layer.input_layernorm, layer.attention.query_key_value),
+                (layer.post_attention_layernorm, layer.mlp.dense_h_to_4h),
+            ):
+                norm.weight[idx] *= factor
+                norm.bias[idx] *= factor
+                linear.weight[:, idx] /= factor
+    model.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return model.eval()
+
+
+def test_awq_protects_activation_outlier_channels(checkpoint, reference, eval_batch, tmp_path):
+    """AWQ's point: salient (large-activation) channels keep their precision, unlike with RTN.
+
+    On the plain tiny model AWQ and RTN lose about the same at 4 bits (its activations have no
+    outliers; which one is ahead is noise), so the comparison is made where AWQ's scaling has
+    something to do. The reparametrization is exact, so any difference is the quantizers'.
+    """
+    pytest.importorskip("llmcompressor")
+    ref_model, _ = reference
+    outliers = _with_activation_outliers(checkpoint, tmp_path / "outliers")
+    loss_fp = mean_nll(outliers, eval_batch)
+    assert abs(loss_fp - mean_nll(ref_model, eval_batch)) < 1e-4
+
+    dq = {}
+    for method in ("rtn", "awq"):
+        out = tmp_path / method
+        calibration = make_texts(64, seed=7) if method == "awq" else None
+        record = tmp_path / f"{method}.json"
+        options = dict(AWQ_OPTIONS)
+        quantize_cell(tmp_path / "outliers", out, record, method, 4, options, calibration)
+        dq[method] = mean_nll(load_quantized(method, out), eval_batch) - loss_fp
+    assert dq["rtn"] > 0.005, dq  # the outlier channels do hurt round-to-nearest ...
+    assert dq["awq"] < dq["rtn"] / 3, dq  # ... and AWQ's scales take most of that back
+
+
+def test_awq_rejects_unsupported_bits_and_missing_calibration(checkpoint, tmp_path):
+    pytest.importorskip("llmcompressor")
+    from qid.quantize import awq
+
+    with pytest.raises(ValueError, match="1-bit"):
+        awq.quantize(checkpoint, tmp_path / "q", 1, dict(AWQ_OPTIONS), ["some text"])
+    with pytest.raises(ValueError, match="calibration"):
+        awq.quantize(checkpoint, tmp_path / "q", 4, dict(AWQ_OPTIONS), None)
+    assert METHODS["awq"].bits == awq.SUPPORTED_BITS
+
+
 def test_reload_in_fresh_process(quantized, eval_batch, tmp_path):
     """What the workflow does: quantize in one job, evaluate in another."""
     pytest.importorskip("gptqmodel")
     pytest.importorskip("bitsandbytes")
     cells = [("gptq", quantized("gptq", 4)[0]), ("bnb_nf4", quantized("bnb_nf4", 4)[0])]
+    if importlib.util.find_spec("llmcompressor"):  # the awq extra
+        cells.append(("awq", quantized("awq", 4)[0]))
     torch.save(eval_batch, tmp_path / "batch.pt")
     script = (
         "import sys, torch\n"

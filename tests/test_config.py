@@ -22,6 +22,11 @@ def test_shipped_configs_are_valid():
     load_config(ROOT / "tests" / "micro" / "config.yaml")
 
 
+def test_awq_options_are_accepted():
+    awq = {"bits": [2, 3, 4, 8], "group_size": 32, "duo_scaling": False, "n_grid": 10}
+    check_config(broken(lambda c: c["methods"].update(awq=awq)))
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -34,6 +39,14 @@ def test_shipped_configs_are_valid():
             r"'methods.bnb_nf4.bits': method 'bnb_nf4' does not support 3-bit",
         ),
         (lambda c: c["methods"]["rtn"].update(bits=[1]), r"method 'rtn' does not support 1-bit"),
+        (
+            lambda c: c["methods"].update(awq={"bits": [4, 1], "group_size": 32}),
+            r"'methods.awq.bits': method 'awq' does not support 1-bit",
+        ),
+        (
+            lambda c: c["methods"].update(awq={"bits": [4], "n_grid": 2}),
+            r"'methods.awq.n_grid': 2 is less than the minimum of 3",
+        ),
         (lambda c: c.pop("evaluate"), r"'<top level>': 'evaluate' is a required property"),
         (
             lambda c: c["suites"]["neox-sotu"]["training"].pop("lr"),

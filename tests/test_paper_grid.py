@@ -33,5 +33,5 @@ def test_a_dry_run_lists_every_job_of_the_paper_grid(tmp_path):
     checkpoints = len(list(grid.checkpoints(config)))
     assert checkpoints == 120
     assert count["fetch_pythia"] == count["evaluate_base"] == count["release_pythia"] == checkpoints
-    assert count["quantize"] == len(list(grid.cells(config))) == 120 * 7
+    assert count["quantize"] == len(list(grid.cells(config))) == 120 * 8
     assert count["total"] > 720

@@ -53,6 +53,10 @@ METHODS: dict[str, Method] = {
             "qid.quantize.released",
             "the paper authors' GPTQ checkpoints, fetched from the hub",
         ),
+        # The bit widths qid.quantize.awq.SUPPORTED_BITS lists (not imported: see above).
+        Method(
+            "awq", (2, 3, 4, 5, 6, 7, 8), True, "qid.quantize.awq", "AWQ through llm-compressor"
+        ),
         Method("bnb_nf4", (4,), False, "qid.quantize.bnb", "bitsandbytes 4-bit NormalFloat"),
         Method("bnb_fp4", (4,), False, "qid.quantize.bnb", "bitsandbytes 4-bit float"),
     ]

@@ -118,7 +118,7 @@ def quantize(
     group_size = int(options.get("group_size", 128))
     desc_act = bool(options.get("desc_act", False))
     damp_percent = float(options.get("damp_percent", 0.01))
-    sym = bool(options.get("sym", True))
+    sym = bool(options.get("symmetric", True))  # the config key (schema: methods.*.symmetric)
     length = int(options.get("calibration_length", DEFAULT_CALIBRATION_LENGTH))
     # GPTQModel's own default: rows of <= 10 tokens carry too little context to count.
     min_length = int(options.get("calibration_min_length", 10))
