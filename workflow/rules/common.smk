@@ -200,6 +200,37 @@ def quantized_output(path):
     return directory(path) if keep else temp(directory(path))
 
 
+# A variant directory that is neither the 16-bit baseline nor a configured cell.
+OTHER_VARIANT = "(?!(?:{})/)[^/]+".format(
+    "|".join(
+        re.escape(v)
+        for v in {grid.BASE}
+        | {
+            f"{m}-{b}bit"
+            for s in config["suites"]
+            for m, b in grid.suite_variants(config, s)
+        }
+    )
+)
+
+
+def not_in_grid(wildcards):
+    """Raise, naming the culprit, for a cell path outside the configured grid."""
+    match = re.fullmatch(r"(\w+)-(\d+)bit", wildcards.other)
+    if not match:
+        raise WorkflowError(
+            f"{wildcards.other!r} is not a cell: expected <method>-<bits>bit"
+        )
+    try:
+        check_bits(match[1], int(match[2]))
+    except ValueError as err:
+        raise WorkflowError(str(err)) from None
+    raise WorkflowError(
+        f"cell {wildcards.other} is not in the grid of suite {wildcards.suite}: "
+        f"configure {match[1]} with {match[2]} bits under `methods`"
+    )
+
+
 def suite_threads(suite):
     return max(
         config["methods"][m].get("threads", 1)

@@ -49,6 +49,22 @@ if PER_CHECKPOINT:
                 " --cells {params.cells} --options {params.options} {params.calibration}"
                 " {params.evaluation} --threads {threads} > {log} 2>&1"
 
+    # Any other cell path: one line naming the method or bit width that is not in the grid
+    # (the checkpoint rules above only produce the configured cells).
+    rule cell_not_in_grid:
+        input:
+            not_in_grid,
+        output:
+            grid.EVAL.replace("{variant}", "{other}"),
+        log:
+            "logs/{suite}/not_in_grid/{size}/step{step}/{other}/{eval_set}.log",
+        wildcard_constraints:
+            other=OTHER_VARIANT,
+        conda:
+            "../../envs/qid.yaml"
+        shell:
+            "exit 1"
+
 else:
 
     # One job per grid cell (checkpoint x method x bits): quantize, save, then reload the saved
