@@ -146,7 +146,7 @@ def test_a_failing_job_is_reported_and_the_run_exits_nonzero(cluster_run, tmp_pa
     ("flag", "message"),
     [
         ("--default-resources=slurm_partition=nope", "invalid partition"),
-        ("--set-resources=data:gpu=8", "Batch job submission failed"),
+        ("--set-resources=corpus:gpu=8", "Batch job submission failed"),
     ],
 )
 def test_a_bad_profile_value_fails_with_slurms_message(tmp_path, flag, message):
