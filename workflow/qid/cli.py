@@ -178,15 +178,21 @@ def _evaluate(args, outs: list[Path], method=None, bits=None, quantized=None) ->
         )
 
 
-def cmd_quantize(args) -> None:
+def _calibration(path: Path | None) -> list[str] | None:
+    """The calibration texts of a --calibration parquet (column `text`), if given."""
+    if path is None:
+        return None
     import pandas as pd
+
+    return pd.read_parquet(path)["text"].tolist()
+
+
+def cmd_quantize(args) -> None:
 
     from qid.quantize import quantize_cell
 
     _threads(args.threads)
-    calibration = None
-    if args.calibration:
-        calibration = pd.read_parquet(args.calibration)["text"].tolist()
+    calibration = _calibration(args.calibration)
     info = quantize_cell(
         args.checkpoint, args.out, args.record, args.method, args.bits, args.options, calibration
     )
@@ -203,7 +209,6 @@ def _cells(text: str) -> list[tuple[str, int]]:
 
 
 def cmd_cells(args) -> None:
-    import pandas as pd
 
     from qid.quantize import check_bits, get_method, quantize_cell
 
@@ -218,9 +223,7 @@ def cmd_cells(args) -> None:
     _threads(args.threads)
     eval_sets = [Path(t).stem for t in args.texts]
     _evaluate(args, [Path(ckpt.eval_path(grid.BASE, e)) for e in eval_sets])
-    calibration = None
-    if args.calibration:
-        calibration = pd.read_parquet(args.calibration)["text"].tolist()
+    calibration = _calibration(args.calibration)
     for method, bits in args.cells:
         cell = grid.Cell(ckpt, method, bits)
         info = quantize_cell(
@@ -330,11 +333,7 @@ def cmd_diagnose(args) -> None:
         if len(args.texts) != 1:
             raise QidError("--checkpoint needs one --texts parquet to measure QiD on")
         _threads(args.threads)
-        calibration = None
-        if args.calibration:
-            import pandas as pd
-
-            calibration = pd.read_parquet(args.calibration)["text"].tolist()
+        calibration = _calibration(args.calibration)
         measured = measure(
             args.checkpoint,
             args.texts[0],

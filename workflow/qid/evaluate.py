@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qid import QidError
+from qid import QidError, grid
 from qid.grid import BASE
 
 
@@ -209,7 +209,7 @@ def run(
         if bits is None or quantized is None:
             raise QidError("qid evaluate: --method needs --bits and --quantized")
         check_bits(method, bits)
-        variant = f"{method}-{bits}bit"
+        variant = grid.variant(method, bits)
         model = load_quantized(method, quantized, fake_quant)
         source = quantized
     if meta.get("n_params") is None and method is None:

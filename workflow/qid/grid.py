@@ -6,6 +6,7 @@ agree on them; `{...}` fields are Snakemake wildcards and `str.format` fields al
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -28,6 +29,17 @@ SUMMARY = f"{RESULTS}/summary.md"
 TABLE1 = f"{RESULTS}/table1{{which}}.{{ext}}"  # which: "" (fitted per bit width), "_published"
 FIGURE = f"{RESULTS}/figures/{{name}}.{{ext}}"
 CHECKPOINT_META = "qid_checkpoint.json"  # written into every trained checkpoint directory
+
+
+def variant(method: str, bits: int | str) -> str:
+    """A cell's directory name under eval/ and quantized/ (also as a wildcard pattern)."""
+    return f"{method}-{bits}bit"
+
+
+def parse_variant(name: str) -> tuple[str, int] | None:
+    """(method, bits) of a `variant` name; None for anything else."""
+    match = re.fullmatch(r"(\w+)-(\d+)bit", name)
+    return (match[1], int(match[2])) if match else None
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,7 @@ class Cell:
 
     @property
     def variant(self) -> str:
-        return f"{self.method}-{self.bits}bit"
+        return variant(self.method, self.bits)
 
     def _fields(self) -> dict:
         c = self.checkpoint

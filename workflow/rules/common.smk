@@ -163,6 +163,15 @@ def cell_inputs(wildcards):
     return inputs
 
 
+def checkpoint_of(wildcards):
+    return grid.Checkpoint(wildcards.suite, wildcards.size, int(wildcards.step))
+
+
+def calibration_arg(wildcards, input):
+    """`--calibration PATH` for a job whose inputs hold calibration texts."""
+    return f"--calibration {input.calibration}" if "calibration" in input.keys() else ""
+
+
 def previous_cell(wildcards):
     """With `execution.group`, a checkpoint's cells run one after another: Snakemake asks a
     group job for the summed resources of the jobs that may run side by side (N cells, N GPUs),
@@ -171,13 +180,11 @@ def previous_cell(wildcards):
     i = variants.index((wildcards.method, int(wildcards.bits)))
     if i == 0:
         return []
-    ckpt = grid.Checkpoint(wildcards.suite, wildcards.size, int(wildcards.step))
-    return grid.Cell(ckpt, *variants[i - 1]).record
+    return grid.Cell(checkpoint_of(wildcards), *variants[i - 1]).record
 
 
 def base_evals(wildcards):
-    ckpt = grid.Checkpoint(wildcards.suite, wildcards.size, int(wildcards.step))
-    return [ckpt.eval_path(grid.BASE, e) for e in EVAL_SETS]
+    return [checkpoint_of(wildcards).eval_path(grid.BASE, e) for e in EVAL_SETS]
 
 
 def rule_id(name):
@@ -206,7 +213,7 @@ OTHER_VARIANT = "(?!(?:{})/)[^/]+".format(
         re.escape(v)
         for v in {grid.BASE}
         | {
-            f"{m}-{b}bit"
+            grid.variant(m, b)
             for s in config["suites"]
             for m, b in grid.suite_variants(config, s)
         }
@@ -216,18 +223,19 @@ OTHER_VARIANT = "(?!(?:{})/)[^/]+".format(
 
 def not_in_grid(wildcards):
     """Raise, naming the culprit, for a cell path outside the configured grid."""
-    match = re.fullmatch(r"(\w+)-(\d+)bit", wildcards.other)
-    if not match:
+    cell = grid.parse_variant(wildcards.other)
+    if cell is None:
         raise WorkflowError(
             f"{wildcards.other!r} is not a cell: expected <method>-<bits>bit"
         )
+    method, bits = cell
     try:
-        check_bits(match[1], int(match[2]))
+        check_bits(method, bits)
     except ValueError as err:
         raise WorkflowError(str(err)) from None
     raise WorkflowError(
         f"cell {wildcards.other} is not in the grid of suite {wildcards.suite}: "
-        f"configure {match[1]} with {match[2]} bits under `methods`"
+        f"configure {method} with {bits} bits under `methods`"
     )
 
 
@@ -253,7 +261,7 @@ def checkpoint_job_outputs(suite):
         "records": expand(grid.QUANT_RECORD, zip, **cell, allow_missing=True),
         "evals": [
             p
-            for v in (f"{m}-{b}bit" for m, b in variants)
+            for v in (grid.variant(m, b) for m, b in variants)
             for p in expand(
                 grid.EVAL, variant=v, eval_set=EVAL_SETS, allow_missing=True
             )
@@ -263,12 +271,13 @@ def checkpoint_job_outputs(suite):
 
 def checkpoint_evals(wildcards):
     """Every evaluation of one checkpoint: the 16-bit model's and its cells'."""
-    ckpt = grid.Checkpoint(wildcards.suite, wildcards.size, int(wildcards.step))
-    variants = [grid.BASE] + [
-        grid.Cell(ckpt, m, b).variant
+    ckpt = checkpoint_of(wildcards)
+    cells = [
+        grid.Cell(ckpt, m, b).eval_path(e)
         for m, b in grid.suite_variants(config, ckpt.suite)
+        for e in EVAL_SETS
     ]
-    return [ckpt.eval_path(v, e) for v in variants for e in EVAL_SETS]
+    return base_evals(wildcards) + cells
 
 
 def released_revisions():

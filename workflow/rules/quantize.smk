@@ -37,11 +37,7 @@ if PER_CHECKPOINT:
                         for m in grid.suite_methods(config, suite)
                     }
                 ),
-                calibration=lambda w, input: (
-                    f"--calibration {input.calibration}"
-                    if "calibration" in input.keys()
-                    else ""
-                ),
+                calibration=calibration_arg,
                 evaluation=lambda w, input: eval_args(input.texts),
             shell:
                 "qid cells --suite {wildcards.suite} --size {wildcards.size}"
@@ -78,7 +74,7 @@ else:
             record=grid.QUANT_RECORD,
             evals=expand(
                 grid.EVAL,
-                variant="{method}-{bits}bit",
+                variant=grid.variant("{method}", "{bits}"),
                 eval_set=EVAL_SETS,
                 allow_missing=True,
             ),
@@ -96,11 +92,7 @@ else:
         params:
             checkpoint=checkpoint_path,
             options=lambda w: as_arg(grid.method_options(config, w.method)),
-            calibration=lambda w, input: (
-                f"--calibration {input.calibration}"
-                if "calibration" in input.keys()
-                else ""
-            ),
+            calibration=calibration_arg,
             evaluation=lambda w, input, output: eval_args(
                 input.texts, output.evals, "eval-out"
             ),
