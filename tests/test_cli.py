@@ -209,3 +209,10 @@ def test_grid_estimates_jobs_disk_and_gpu_hours(tmp_path, capsys):
     main(["grid", "--configfile", str(path)])
     out = capsys.readouterr().out
     assert "2 checkpoints, 6 cells" in out and "GPU-hours requested" in out
+
+
+def test_cells_names_a_malformed_cell_list(capsys):
+    with pytest.raises(SystemExit):
+        main(["cells", "--suite", "s", "--size", "z", "--step", "1", "--cells", "rtn2"]
+             + ["--options", "{}"])  # fmt: skip
+    assert "'rtn2': expected method:bits,method:bits" in capsys.readouterr().err

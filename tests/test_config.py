@@ -102,6 +102,40 @@ def test_awq_options_are_accepted():
             lambda c: c["data"].pop("tokenizer"),
             r"'data.tokenizer' is required by suite 'neox-sotu'",
         ),
+        (
+            lambda c: c["execution"].update(per_job="batch"),
+            r"'execution.per_job': 'batch' is not one of \['cell', 'checkpoint'\]",
+        ),
+        (
+            lambda c: c["execution"].update(keep=True),
+            r"'execution.keep' is not allowed \(misspelled\?",
+        ),
+        (
+            lambda c: c["evaluate"].update(batch_tokens="max"),
+            r"'evaluate.batch_tokens': 'max' is not valid under any of the given schemas",
+        ),
+        (
+            lambda c: c["suites"]["neox-sotu"].update(source="hf"),
+            r"'suites.neox-sotu.source': 'hf' is not one of \['train', 'hub', 'local'\]",
+        ),
+        (
+            lambda c: c["suites"].update(p={"source": "hub", "sizes": {"a": {}}, "steps": [1]}),
+            r"'suites.p.repo' is required for source hub",
+        ),
+        (
+            lambda c: c["suites"].update(
+                p={"source": "local", "path": "/m/{size}", "sizes": {"a": {}}, "steps": [1]}
+            ),
+            r"'suites.p.tokens_per_step' is required for source local",
+        ),
+        (
+            lambda c: c["suites"]["neox-sotu"]["sizes"]["h64-l2"].pop("num_heads"),
+            r"'suites.neox-sotu.sizes.h64-l2.num_heads' is required for source train",
+        ),
+        (
+            lambda c: c["methods"].update(released={"bits": [8]}),
+            r"'methods.released.bits': method 'released' does not support 8-bit",
+        ),
     ],
 )
 def test_bad_config_gets_one_line_naming_the_culprit(edit, message):
