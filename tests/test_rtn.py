@@ -24,6 +24,15 @@ def test_rtn_keeps_grid_points_and_constant_groups():
     assert torch.allclose(quantize_tensor(w, 2, 4), w)
 
 
-def test_rtn_rejects_a_group_size_that_does_not_divide():
-    with pytest.raises(ValueError, match="group_size 24"):
-        quantize_tensor(torch.zeros(2, 64), 4, 24)
+def test_rtn_ends_a_width_the_group_size_does_not_divide_with_a_shorter_group():
+    w = torch.randn(8, 40, generator=torch.Generator().manual_seed(0))
+    dq = quantize_tensor(w, 2, 16)  # groups: columns 0-15, 16-31, 32-39
+    for lo, hi in ((0, 16), (16, 32), (32, 40)):
+        assert torch.allclose(dq[:, lo:hi], quantize_tensor(w[:, lo:hi], 2, -1))
+    assert max(torch.unique(row).numel() for row in dq[:, 32:]) <= 4
+
+
+@pytest.mark.parametrize("group_size", [0, -2])
+def test_rtn_rejects_an_invalid_group_size(group_size):
+    with pytest.raises(ValueError, match=f"group_size {group_size}"):
+        quantize_tensor(torch.zeros(2, 64), 4, group_size)

@@ -37,10 +37,16 @@ def model_config(arch: dict, vocab_size: int, context: int, rotary_pct: float) -
 
 
 def non_embedding_params(model: torch.nn.Module) -> int:
-    """N as in Kaplan et al. and the paper: all parameters but the input and output embeddings."""
+    """N as in Kaplan et al. and the paper: all parameters but the embeddings (token and learned
+    position embeddings, every `nn.Embedding`) and the output head, counted once when tied."""
     embeddings = {
         id(p)
-        for m in (model.get_input_embeddings(), model.get_output_embeddings())
+        for m in (
+            *(m for m in model.modules() if isinstance(m, torch.nn.Embedding)),
+            model.get_input_embeddings(),
+            model.get_output_embeddings(),
+        )
+        if m is not None
         for p in m.parameters()
     }
     return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)

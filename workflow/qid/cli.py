@@ -210,7 +210,7 @@ def _cells(text: str) -> list[tuple[str, int]]:
 
 def cmd_cells(args) -> None:
 
-    from qid.quantize import check_bits, get_method, quantize_cell
+    from qid.quantize import check_bits, get_method, preflight, quantize_cell
 
     ckpt = grid.Checkpoint(args.suite, args.size, args.step)
     args.checkpoint = args.checkpoint or Path(ckpt.path)
@@ -220,6 +220,7 @@ def cmd_cells(args) -> None:
             raise QidError(f"no --options for method {method!r}")
         if get_method(method).calibration and not args.calibration:
             raise QidError(f"method {method!r} needs --calibration")
+        preflight(method, bits, args.options[method], args.checkpoint)
     _threads(args.threads)
     eval_sets = [Path(t).stem for t in args.texts]
     _evaluate(args, [Path(ckpt.eval_path(grid.BASE, e)) for e in eval_sets])

@@ -7,6 +7,8 @@ A backend module exposes
     quantize(checkpoint: Path, out: Path, bits: int, options: dict, calibration: list[str] | None)
         -> dict          # extra fields for the cell's JSON record
     load(path: Path) -> transformers.PreTrainedModel   # reload the saved quantized checkpoint
+    check(model, bits: int, options: dict) -> None   # optional: refuse (QidError, one line) what
+                     # cannot work on this architecture; `model` is on the meta device (no weights)
     dequantize(model) -> model   # optional: packed layers -> nn.Linear with dequantized weights
 """
 
@@ -84,6 +86,17 @@ def check_bits(name: str, bits: int) -> None:
         )
 
 
+def preflight(method: str, bits: int, options: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse, in one line, a cell that cannot work on `checkpoint` before any weights load: the
+    backend's `check` sees the architecture built from its config on the meta device."""
+    check_bits(method, bits)
+    backend = get_method(method).backend()
+    if hasattr(backend, "check"):
+        from qid.quantize.layers import meta_model
+
+        backend.check(meta_model(checkpoint), bits, {**options, "method": method})
+
+
 def quantize_cell(
     checkpoint: Path,
     out: Path,
@@ -94,7 +107,7 @@ def quantize_cell(
     calibration: list[str] | None,
 ) -> dict[str, Any]:
     """Quantize one checkpoint with one (method, bits); write the checkpoint and its JSON record."""
-    check_bits(method, bits)
+    preflight(method, bits, options, checkpoint)
     spec = get_method(method)
     if spec.calibration and not calibration:
         raise QidError(f"method {method!r} needs calibration texts, none were given")
@@ -103,6 +116,11 @@ def quantize_cell(
     extra = spec.backend().quantize(
         Path(checkpoint), Path(out), bits, options, calibration if spec.calibration else None
     )
+    if extra.get("quantized_layers") == 0:
+        raise QidError(
+            f"{method} quantized no layer of {checkpoint}: no linear map was found in its decoder "
+            f"blocks (left alone: {', '.join(extra.get('skipped_layers', {})) or 'nothing'})"
+        )
     info = {
         "method": method,
         "bits": bits,
