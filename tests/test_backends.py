@@ -16,83 +16,20 @@ import importlib.util
 import json
 import math
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from zoo import build_tokenizer, make_texts, pad_batch, train
 
 from qid import QidError
 from qid.quantize import METHODS, load_quantized, quantize_cell
 
-EOS = "<|endoftext|>"
 GPTQ_OPTIONS = {"group_size": 32, "desc_act": False, "damp_percent": 0.01}
 AWQ_OPTIONS = {"group_size": 32}
 OPTIONS = {"gptq": GPTQ_OPTIONS, "awq": AWQ_OPTIONS}
-
-
-def _language(seed: int = 1234, n_words: int = 300, fanout: int = 4):
-    """A fixed toy language: pseudo-words from syllables, each followed by one of `fanout`."""
-    rng = random.Random(seed)
-    syllables = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
-    words = sorted({"".join(rng.choices(syllables, k=rng.randint(1, 3))) for _ in range(n_words)})
-    successors = {w: rng.sample(words, fanout) for w in words}
-    return words, successors
-
-
-def make_texts(n: int, seed: int) -> list[str]:
-    """Random walks on the toy language's bigram graph.
-
-    Learnable (a trained model is far below log(vocab)), yet with hundreds of words in use the
-    hidden activations are full-rank. Template text with a few dozen words made GPTQ look
-    lossless even at 2 bits: it fits the low-rank calibration activations exactly.
-    """
-    words, successors = _language()
-    rng = random.Random(seed)
-    texts = []
-    for _ in range(n):
-        word = rng.choice(words)
-        walk = [word]
-        for _ in range(rng.randint(20, 60)):
-            word = rng.choice(successors[word])
-            walk.append(word)
-        texts.append(" ".join(walk) + ".")
-    return texts
-
-
-def _build_tokenizer(texts: list[str]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=[EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS)
-
-
-def _train(model, tokenizer, texts: list[str], steps: int = 60) -> None:
-    ids = [tokenizer(t)["input_ids"][:64] for t in texts]
-    gen = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    model.train()
-    for _ in range(steps):
-        batch = [ids[i] for i in torch.randint(len(ids), (16,), generator=gen).tolist()]
-        x, mask = pad_batch(batch, tokenizer.eos_token_id)
-        labels = x.masked_fill(mask == 0, -100)
-        loss = model(input_ids=x, attention_mask=mask, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +38,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("tiny-neox")
     texts = make_texts(300, seed=0)
-    tokenizer = _build_tokenizer(texts)
+    tokenizer = build_tokenizer(texts)
     torch.manual_seed(0)
     config = GPTNeoXConfig(
         vocab_size=len(tokenizer),
@@ -114,7 +51,7 @@ def checkpoint(tmp_path_factory) -> Path:
         eos_token_id=tokenizer.eos_token_id,
     )
     model = GPTNeoXForCausalLM(config)
-    _train(model, tokenizer, texts)
+    train(model, tokenizer, texts)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -127,17 +64,6 @@ def reference(checkpoint):
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     return model, tokenizer
-
-
-def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad (the tokenizer has no pad token, like the real checkpoints)."""
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id)
-    mask = torch.zeros_like(ids)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-    return ids, mask
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,24 @@ from qid import QidError
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """A calibration set's size: texts, and tokens per text."""
+
+    n_texts: int
+    length: int
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     bits: tuple[int, ...]
     calibration: bool
     module: str
     doc: str
+    # What the method's library recommends, used where the user gives no calibration: GPTQModel
+    # warns below 256 samples or an average under 256 tokens; llm-compressor's AWQ examples
+    # calibrate on 256 samples of 512 tokens.
+    recommended: Calibration | None = None
 
     def backend(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -47,7 +59,14 @@ METHODS: dict[str, Method] = {
             "qid.quantize.rtn",
             "round-to-nearest, per-group asymmetric (ours)",
         ),
-        Method("gptq", (2, 3, 4, 8), True, "qid.quantize.gptq", "GPTQ through GPTQModel"),
+        Method(
+            "gptq",
+            (2, 3, 4, 8),
+            True,
+            "qid.quantize.gptq",
+            "GPTQ through GPTQModel",
+            Calibration(256, 256),
+        ),
         Method(
             "released",
             (2, 3, 4),
@@ -57,7 +76,12 @@ METHODS: dict[str, Method] = {
         ),
         # The bit widths qid.quantize.awq.SUPPORTED_BITS lists (not imported: see above).
         Method(
-            "awq", (2, 3, 4, 5, 6, 7, 8), True, "qid.quantize.awq", "AWQ through llm-compressor"
+            "awq",
+            (2, 3, 4, 5, 6, 7, 8),
+            True,
+            "qid.quantize.awq",
+            "AWQ through llm-compressor",
+            Calibration(256, 512),
         ),
         Method("bnb_nf4", (4,), False, "qid.quantize.bnb", "bitsandbytes 4-bit NormalFloat"),
         Method("bnb_fp4", (4,), False, "qid.quantize.bnb", "bitsandbytes 4-bit float"),
