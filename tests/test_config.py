@@ -192,3 +192,58 @@ def test_the_readme_source_examples_are_valid():
     config["eval_sets"].update(blocks[0]["eval_sets"])
     config["data"].update(blocks[1]["data"])
     check_config(config)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c["methods"]["rtn"].update(group_size=0),
+            r"'methods.rtn.group_size': group size 0 is not valid",
+        ),
+        (
+            lambda c: c["methods"]["gptq"].update(group_size=128),
+            r"'methods.gptq.group_size': group size 128 is wider than the layer: layer "
+            r"'attention.query_key_value' of suite 'neox-sotu' size 'h64-l2' has input width 64",
+        ),
+        (  # AWQ (compressed-tensors) needs whole groups; RTN and GPTQ end in a shorter one.
+            lambda c: c["methods"].update(awq={"bits": [4], "group_size": 48}),
+            r"'methods.awq.group_size': group size 48 does not divide its input width, which awq "
+            r"requires: layer 'attention.query_key_value' of suite 'neox-sotu' size 'h64-l2'",
+        ),
+        (  # no group size given: the method's default (128) is checked
+            lambda c: c["methods"].update(awq={"bits": [4]}),
+            r"'methods.awq.group_size': group size 128 is wider than the layer",
+        ),
+    ],
+)
+def test_a_group_size_the_trained_widths_cannot_take_is_refused_at_load(edit, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(broken(edit))
+
+
+def test_a_group_size_that_leaves_a_shorter_last_group_is_accepted_for_rtn():
+    check_config(broken(lambda c: c["methods"]["rtn"].update(group_size=24)))
+
+
+def _hub_study(calibration: dict) -> dict:
+    config = yaml.safe_load((ROOT / "config" / "pythia.yaml").read_text())
+    config["data"]["calibration"] = calibration
+    return config
+
+
+def test_calibration_defaults_to_what_the_libraries_recommend(capsys):
+    config = check_config(_hub_study({"source": "wiki_offline"}))
+    # gptq recommends 256 x 256 tokens, awq 256 x 512: one calibration set serves both.
+    assert config["data"]["calibration"] == {"source": "wiki_offline", "n_samples": 256,
+                                             "length": 512}  # fmt: skip
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_small_calibration_of_real_models_gets_a_warning_naming_the_keys(capsys):
+    check_config(_hub_study({"source": "wiki_offline", "n_samples": 32, "length": 128}))
+    err = capsys.readouterr().err
+    assert "'data.calibration.n_samples' x 'data.calibration.length': 32 x 128" in err
+    assert len(err.strip().splitlines()) == 1
+    check_config(copy.deepcopy(DEFAULT))  # a suite trained here: its budget is the user's call
+    assert capsys.readouterr().err == ""

@@ -130,14 +130,16 @@ def test_outputs_equal_a_local_run(cluster_run, tmp_path):
 def test_a_failing_job_is_reported_and_the_run_exits_nonzero(cluster_run, tmp_path):
     workdir, _ = cluster_run
     config = yaml.safe_load(MICRO.read_text())
-    config["methods"]["rtn"] = {"bits": [5], "group_size": 24}  # 24 does not divide 32 or 64
+    # Calibration rows of 8 tokens: GPTQ keeps only rows longer than 10 tokens, so the cell
+    # fails at run time, after the dry run accepted it.
+    config["data"]["calibration"]["length"] = 8
     bad = tmp_path / "failing.yaml"
     bad.write_text(yaml.safe_dump(config))
-    cell = "results/micro/eval/h32-l1/step8/rtn-5bit/sotu.json"
+    cell = "results/micro/eval/h32-l1/step8/gptq-2bit/sotu.json"
     run = snakemake(workdir, cell, configfile=bad, timeout=300)
     out = run.stdout + run.stderr
     assert run.returncode != 0
-    assert "Error in rule quantize" in out and "group_size 24" in out
+    assert "Error in rule quantize" in out and "calibration texts is longer than" in out
     assert not (workdir / cell).exists()
     assert (workdir / "results" / "qid.parquet").exists()  # nothing computed before is lost
 

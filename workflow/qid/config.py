@@ -111,6 +111,7 @@ def check_semantics(config: dict) -> None:
                     f"config key 'suites.{suite}.sizes.{size}': hidden_size "
                     f"{arch['hidden_size']} is not divisible by num_heads {arch['num_heads']}"
                 )
+    check_group_sizes(config)
     check_bitnet(config)
     check_data(config)
     fit = config["fit"]
@@ -118,6 +119,30 @@ def check_semantics(config: dict) -> None:
         raise ConfigError(f"config key 'fit.method': {fit['method']!r} is not under 'methods'")
     if fit["eval_set"] not in config["eval_sets"]:
         raise ConfigError(f"config key 'fit.eval_set': {fit['eval_set']!r} is not an eval set")
+
+
+def check_group_sizes(config: dict) -> None:
+    """Every method's group size against every layer width it would meet, where the config fixes
+    the widths (suites trained here); hub and local checkpoints are checked by their first job,
+    before any evaluation (qid.quantize.preflight)."""
+    from qid.grid import suite_methods
+    from qid.quantize.layers import check_group_size, neox_layers
+
+    for suite, spec in config["suites"].items():
+        if spec["source"] != "train":
+            continue
+        for size, arch in spec["sizes"].items():
+            layers = neox_layers(arch["hidden_size"], arch.get("intermediate_size"))
+            for method in suite_methods(config, suite):
+                group_size = config["methods"][method].get("group_size", METHODS[method].group_size)
+                partial = METHODS[method].partial_groups
+                if group_size is None or partial is None:
+                    continue
+                where = f" of suite {suite!r} size {size!r}"
+                try:
+                    check_group_size(layers, group_size, method, partial, where)
+                except QidError as err:
+                    raise ConfigError(str(err)) from None
 
 
 def check_bitnet(config: dict) -> None:
@@ -166,9 +191,50 @@ def check_data(config: dict) -> None:
                 raise ConfigError(f"config key 'data.{key}' is required by {user}")
 
 
+def recommended_calibration(config: dict):
+    """The calibration the configured methods' libraries recommend (the largest of them), or
+    None when no configured method calibrates."""
+    from qid.quantize import Calibration
+
+    wanted = [METHODS[m].recommended for m in config["methods"] if METHODS[m].recommended]
+    if not wanted:
+        return None
+    return Calibration(max(c.n_texts for c in wanted), max(c.length for c in wanted))
+
+
+def fill_calibration(config: dict) -> list[str]:
+    """Fill `data.calibration`'s n_samples and length, where not given, with what the libraries
+    recommend; warn when the calibration given holds fewer tokens than that, in studies of real
+    models (hub or local suites: a suite trained here is tiny, and its budget is the user's)."""
+    spec = config["data"]["calibration"]
+    recommended = recommended_calibration(config)
+    if recommended is None:
+        spec.setdefault("n_samples", 1)
+        spec.setdefault("length", 1)
+        return []
+    spec.setdefault("n_samples", recommended.n_texts)
+    spec.setdefault("length", recommended.length)
+    real = any(s["source"] != "train" for s in config["suites"].values())
+    if real and spec["n_samples"] * spec["length"] < recommended.n_texts * recommended.length:
+        methods = ", ".join(m for m in config["methods"] if METHODS[m].recommended)
+        return [
+            f"config keys 'data.calibration.n_samples' x 'data.calibration.length': "
+            f"{spec['n_samples']} x {spec['length']} tokens is less calibration than the "
+            f"{recommended.n_texts} x {recommended.length} the libraries of {methods} recommend; "
+            "calibrated methods may lose to RTN"
+        ]
+    return []
+
+
 def check_config(config: dict, schema_path: Path = SCHEMA) -> dict:
+    """Validate `config` (one-line ConfigError) and fill the calibration defaults; warnings
+    go to stderr."""
+    import sys
+
     check_schema(config, schema_path)
     check_semantics(config)
+    for warning in fill_calibration(config):
+        print(f"warning: {warning}", file=sys.stderr)
     return config
 
 

@@ -44,6 +44,11 @@ class Method:
     # warns below 256 samples or an average under 256 tokens; llm-compressor's AWQ examples
     # calibrate on 256 samples of 512 tokens.
     recommended: Calibration | None = None
+    # The group size when a config gives none (input columns per scale; None: no groups), and
+    # whether a width it does not divide is quantized with a shorter last group (True) or
+    # refused (False).
+    group_size: int | None = None
+    partial_groups: bool | None = None
 
     def backend(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -58,6 +63,8 @@ METHODS: dict[str, Method] = {
             False,
             "qid.quantize.rtn",
             "round-to-nearest, per-group asymmetric (ours)",
+            group_size=128,
+            partial_groups=True,
         ),
         Method(
             "gptq",
@@ -66,6 +73,8 @@ METHODS: dict[str, Method] = {
             "qid.quantize.gptq",
             "GPTQ through GPTQModel",
             Calibration(256, 256),
+            group_size=128,
+            partial_groups=True,
         ),
         Method(
             "released",
@@ -82,6 +91,8 @@ METHODS: dict[str, Method] = {
             "qid.quantize.awq",
             "AWQ through llm-compressor",
             Calibration(256, 512),
+            group_size=128,
+            partial_groups=False,
         ),
         Method("bnb_nf4", (4,), False, "qid.quantize.bnb", "bitsandbytes 4-bit NormalFloat"),
         Method("bnb_fp4", (4,), False, "qid.quantize.bnb", "bitsandbytes 4-bit float"),

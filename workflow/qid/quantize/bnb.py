@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from qid.quantize import layers
+
 QUANT_TYPES = {"bnb_nf4": "nf4", "bnb_fp4": "fp4"}
 
 # On CPUs with AVX512-BF16, importing bitsandbytes warns that the optional `kernels` package
@@ -80,6 +82,15 @@ def quantize(
     n_layers = _use_fp32_compute(model)
     if n_layers == 0:
         raise RuntimeError(f"bnb: no layer of {checkpoint} was quantized")
+    # transformers replaces the linear maps (GPT-2's Conv1D too) by Linear4bit, a subclass of
+    # nn.Linear; every map of the decoder blocks must have been replaced.
+    survey = layers.survey(model)
+    by_name = dict(model.named_modules())
+    left = [
+        x.name for x in survey.layers if not isinstance(by_name[x.name], bitsandbytes.nn.Linear4bit)
+    ]
+    if left:
+        raise RuntimeError(f"bnb: {len(left)} linear maps were not quantized, e.g. {left[0]!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -96,7 +107,7 @@ def quantize(
         "quant_type": quant_type,
         "blocksize": blocksize,
         "double_quant": double_quant,
-        "quantized_layers": n_layers,
+        **survey.record(),
         "weights_bytes": sum(p.stat().st_size for p in out.glob("*.safetensors")),
     }
 

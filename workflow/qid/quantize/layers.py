@@ -144,6 +144,17 @@ def meta_model(checkpoint: str | Path):
         return AutoModelForCausalLM.from_config(config)
 
 
+def neox_layers(hidden_size: int, intermediate_size: int | None = None) -> list[Layer]:
+    """The linear maps of one GPT-NeoX block (what a trained suite's config fixes), by name."""
+    mlp = intermediate_size or 4 * hidden_size
+    return [
+        Layer("attention.query_key_value", "Linear", hidden_size, 3 * hidden_size),
+        Layer("attention.dense", "Linear", hidden_size, hidden_size),
+        Layer("mlp.dense_h_to_4h", "Linear", hidden_size, mlp),
+        Layer("mlp.dense_4h_to_h", "Linear", mlp, hidden_size),
+    ]
+
+
 def check_group_size(
     layers: list[Layer], group_size: int, method: str, partial_groups: bool, where: str = ""
 ) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from qid.quantize import METHODS
 from qid.quantize import layers as found
 
-DEFAULT_GROUP_SIZE = 128
+DEFAULT_GROUP_SIZE = METHODS["rtn"].group_size
 
 
 def _minmax(groups: torch.Tensor, bits: int) -> torch.Tensor:
