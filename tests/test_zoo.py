@@ -100,12 +100,12 @@ def test_every_architecture_is_quantized_and_measured(arch, zoo_cells):
     assert zoo_cells[f"{arch}/rtn-2"][1]["qid"] > 0.01
 
 
-def test_a_local_llama_suite_runs_through_the_workflow(tmp_path, texts):
-    """A `local` suite of Llama checkpoints (tied embeddings, widths 72/200) at two steps, RTN at
-    a group size that divides neither width and GPTQ, through Snakemake as a user runs it."""
-    for step in (10, 30):
-        zoo.build("llama", tmp_path / "ckpts" / "s" / f"step{step}", steps=step)
-    calibration = tmp_path / "calibration.parquet"
+def _local_llama_study(root: Path, texts: Path, methods: dict) -> Path:
+    """A `local` suite of Llama checkpoints (tied embeddings, widths 72/200) at two steps."""
+    if not (root / "ckpts").exists():
+        for step in (10, 30):
+            zoo.build("llama", root / "ckpts" / "s" / f"step{step}", steps=step)
+    calibration = root / "calibration.parquet"
     pd.DataFrame({"text": zoo.make_texts(32, seed=7)}).to_parquet(calibration)
     config = {
         "seed": 0,
@@ -121,22 +121,27 @@ def test_a_local_llama_suite_runs_through_the_workflow(tmp_path, texts):
         "suites": {
             "llama": {
                 "source": "local",
-                "path": str(tmp_path / "ckpts" / "{size}" / "step{step}"),
+                "path": str(root / "ckpts" / "{size}" / "step{step}"),
                 "tokens_per_step": 1024,
                 "sizes": {"s": {}},
                 "steps": [10, 30],
             }
         },
-        "methods": {
-            "rtn": {"bits": [2, 4], "group_size": 32},
-            "gptq": {"bits": [2], "group_size": 8},
-        },  # fmt: skip
+        "methods": methods,
         "execution": {"per_job": "checkpoint"},
         "evaluate": {"context": 64, "batch_tokens": 4096},
         "fit": {"method": "rtn", "eval_set": "toy"},
     }
-    (tmp_path / "llama.yaml").write_text(yaml.safe_dump(config))
-    run = snakemake(tmp_path, "results/qid.parquet", configfile=tmp_path / "llama.yaml")
+    path = root / f"llama-{len(list(root.glob('*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_local_llama_suite_runs_through_the_workflow(tmp_path, texts):
+    """RTN at a group size that divides neither width, and GPTQ, through Snakemake."""
+    methods = {"rtn": {"bits": [2, 4], "group_size": 32}, "gptq": {"bits": [2], "group_size": 8}}
+    configfile = _local_llama_study(tmp_path, texts, methods)
+    run = snakemake(tmp_path, "results/qid.parquet", configfile=configfile)
     assert run.returncode == 0, run.stderr[-3000:]
     table = pd.read_parquet(tmp_path / "results" / "qid.parquet")
     assert len(table) == 2 * 3
@@ -147,3 +152,19 @@ def test_a_local_llama_suite_runs_through_the_workflow(tmp_path, texts):
     record = json.loads((tmp_path / "results/llama/quantized/s/step30/rtn-2bit.json").read_text())
     assert record["quantized_layers"] == 7 * zoo.LAYERS
     assert record["skipped_layers"]["lm_head"] == "output head (tied to the input embeddings)"
+
+
+def test_a_cell_the_local_architecture_cannot_take_stops_the_first_job(tmp_path, texts):
+    """Group 128 on 72-wide layers: the fetch job refuses it in one line, before any eval."""
+    methods = {"rtn": {"bits": [2], "group_size": 128}}
+    configfile = _local_llama_study(tmp_path, texts, methods)
+    run = snakemake(tmp_path, "results/qid.parquet", configfile=configfile)
+    assert run.returncode != 0
+    log = (tmp_path / "logs/llama/fetch/s/step10.log").read_text()
+    error = [line for line in log.splitlines() if "qid fetch: error" in line or "Traceback" in line]
+    assert error == [
+        "qid fetch: error: config key 'methods.rtn.group_size': group size 128 is wider than "
+        "the layer: layer 'model.layers.0.self_attn.q_proj' has input width 72; use a group "
+        "size that divides it, or -1"
+    ]
+    assert not list(tmp_path.glob("results/llama/eval/**/*.json"))

@@ -138,6 +138,12 @@ def cmd_fetch(args) -> None:
     }
     meta = fetch(args.spec, args.size, args.step, args.out, meta)
     print(json.dumps(meta, indent=2))
+    if args.cells:  # every cell against the architecture, before any evaluation
+        from qid.quantize import preflight
+
+        for method, bits in args.cells:
+            preflight(method, bits, args.options.get(method, {}), args.out)
+        print(f"cells {', '.join(f'{m}:{b}' for m, b in args.cells)}: fit this architecture")
 
 
 def cmd_release(args) -> None:
@@ -498,6 +504,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--step", type=int, required=True)
     s.add_argument("--spec", type=_json, required=True, help="the suite's config block (JSON)")
     s.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    s.add_argument("--cells", type=_cells, default=[], help="check these method:bits,... cells")
+    s.add_argument("--options", type=_json, default={}, help="JSON: method -> its options")
     s.set_defaults(func=cmd_fetch)
 
     s = sub.add_parser("release", help="delete a fetched hub revision from the HF cache")

@@ -94,6 +94,18 @@ def as_arg(obj):
     return shlex.quote(json.dumps(obj, separators=(",", ":")))
 
 
+def suite_cells(suite):
+    """`--cells` of a suite's checkpoints: method:bits,..."""
+    return ",".join(f"{m}:{b}" for m, b in grid.suite_variants(config, suite))
+
+
+def suite_options(suite):
+    """`--options` of a suite's checkpoints: each method's options, as one JSON argument."""
+    return as_arg(
+        {m: grid.method_options(config, m) for m in grid.suite_methods(config, suite)}
+    )
+
+
 def checkpoint_input(wildcards):
     """What a checkpoint's jobs wait for: the training job that writes all its steps."""
     suite = config["suites"].get(wildcards.suite)

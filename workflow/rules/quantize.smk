@@ -28,15 +28,8 @@ if PER_CHECKPOINT:
                 ),
             params:
                 checkpoint=checkpoint_path,
-                cells=",".join(
-                    f"{m}:{b}" for m, b in grid.suite_variants(config, suite)
-                ),
-                options=as_arg(
-                    {
-                        m: grid.method_options(config, m)
-                        for m in grid.suite_methods(config, suite)
-                    }
-                ),
+                cells=suite_cells(suite),
+                options=suite_options(suite),
                 calibration=calibration_arg,
                 evaluation=lambda w, input: eval_args(input.texts),
             shell:
