@@ -31,6 +31,8 @@ def test_saved_copies_share_a_fingerprint_and_a_changed_model_does_not(tiny_chec
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "training_args.bin").write_bytes(name.encode())  # not weights
         save(model, tokenizer, tmp_path / name, {"step": 1})
     with torch.no_grad():
         model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight[0, 0] += 1e-3

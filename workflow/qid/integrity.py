@@ -27,6 +27,8 @@ import pandas as pd
 from qid import QidError
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+# The same in every checkpoint of a Trainer run: counting it would flag them all as duplicates.
+NOT_WEIGHTS = {"training_args.bin"}
 CHUNK = 16 << 20  # stream: a shard can be 10 GB
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # A rise of more than one paired standard error flags: a flat pair crosses it ~16% of the time,
@@ -55,7 +57,8 @@ def hub_blob_sha256(path: Path) -> str | None:
 
 
 def weight_files(directory: Path) -> list[Path]:
-    return sorted({f for pattern in WEIGHT_PATTERNS for f in Path(directory).glob(pattern)})
+    files = {f for pattern in WEIGHT_PATTERNS for f in Path(directory).glob(pattern)}
+    return sorted(f for f in files if f.name not in NOT_WEIGHTS)
 
 
 def weight_hashes(directory: Path) -> dict[str, str]:
