@@ -1,5 +1,7 @@
 """Join the per-cell evaluation JSONs into one tidy table: a row per
-(suite, size, step, method, bits, eval_set) with the 16-bit and quantized losses and QiD (Eq. 4).
+(suite, size, step, method, bits, eval_set) with the 16-bit and quantized losses and QiD (Eq. 4),
+the checkpoint's weight fingerprint and a `flag` on checkpoints that cannot be trusted
+(qid.integrity: duplicated weights, a 16-bit loss that rose; "" when fine).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pandas as pd
 
 from qid import QidError
 from qid.grid import BASE
+from qid.integrity import flag_column
 
 KEY = ["suite", "size", "step", "eval_set"]
 
@@ -36,12 +39,26 @@ def paired_se(nll_q: list[float], nll_16: list[float], reference_tokens: int) ->
 
 def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
     records = read_records(paths)
+    for column in ("fingerprint", "weights"):  # absent from records made before fingerprints
+        if column not in records.columns:
+            records[column] = None
     base = records[records.method == BASE]
     quant = records[records.method != BASE]
     if base.empty or quant.empty:
         raise QidError("aggregate needs both 16-bit and quantized evaluation results")
     base = base[
-        [*KEY, "tokens", "n_params", "loss", "nll_sum", "reference_tokens", "nll_per_text", "seed"]
+        [
+            *KEY,
+            "tokens",
+            "n_params",
+            "loss",
+            "nll_sum",
+            "reference_tokens",
+            "nll_per_text",
+            "seed",
+            "fingerprint",
+            "weights",
+        ]
     ].rename(columns={"loss": "loss_16", "nll_sum": "nll_sum_16", "nll_per_text": "nll_16"})
     quant = quant[
         [
@@ -72,6 +89,8 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
     ]
     table["versions"] = table.versions.map(lambda v: json.dumps(v, sort_keys=True))
     table["config_hash"] = config_hash
+    table["fingerprint"] = table.fingerprint.fillna("")
+    table["flag"] = flag_column(table, base)
     columns = [
         "suite",
         "size",
@@ -92,6 +111,8 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
         "texts",
         "reference_tokenizer",
         "seed",
+        "fingerprint",
+        "flag",
         "config_hash",
         "versions",
     ]

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from qid.bitnet import to_bitnet
 from qid.grid import CHECKPOINT_META
+from qid.integrity import checkpoint_fingerprint
 
 
 def model_config(arch: dict, vocab_size: int, context: int, rotary_pct: float) -> GPTNeoXConfig:
@@ -173,6 +174,7 @@ def train(
 def save(model, tokenizer, path: Path, meta: dict) -> None:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    meta = {**meta, **checkpoint_fingerprint(path)}  # hashed as written: what later stages read
     (path / CHECKPOINT_META).write_text(json.dumps(meta, indent=2) + "\n")
 
 

@@ -299,6 +299,9 @@ def cmd_fit(args) -> None:
         + ", ".join(f"{k}={v['value']:.4g}" for k, v in u.items())
         + f"; R2(log)={fits['unified']['r2_log']:.3f}"
     )
+    for f in fits["excluded"]["flagged"]:
+        where = "/".join(str(f[k]) for k in ("suite", "size", "step") if k in f)
+        print(f"excluded (flagged): {where}: {f['flag']}")
     if "validation" in fits:
         v = fits["validation"]
         print(f"held out: RMSE(log) {v['rmse_log']:.3g}, MAE {v['mae_nats']:.3g} nats")

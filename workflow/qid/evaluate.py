@@ -230,6 +230,9 @@ def run(
             "model": str(source),
             "reference_tokenizer": reference_tokenizer or "own",
             "seed": meta.get("seed"),
+            # The 16-bit checkpoint's weights (qid.integrity), for aggregate's duplicate check.
+            "fingerprint": meta.get("fingerprint"),
+            "weights": meta.get("weights"),
             "versions": versions,
             **result,
         }

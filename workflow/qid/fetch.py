@@ -3,9 +3,9 @@
 
 `fetch` puts the checkpoint at the grid's checkpoint path as a directory of links to its files
 (in the shared HF cache, or the local directory) plus `qid_checkpoint.json` (suite, size, step,
-D, N), so every later stage reads it exactly as it reads a checkpoint trained here. `release`
-deletes a fetched revision from the HF cache once all its cells are done (12B x 20 checkpoints is
-terabytes); the config's `keep: true` skips that.
+D, N, and the weights' fingerprint: qid.integrity), so every later stage reads it exactly as it
+reads a checkpoint trained here. `release` deletes a fetched revision from the HF cache once all
+its cells are done (12B x 20 checkpoints is terabytes); the config's `keep: true` skips that.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from qid import QidError
 from qid.grid import CHECKPOINT_META
+from qid.integrity import checkpoint_fingerprint
 
 # What a causal LM needs from a repo: config, tokenizer and weights, safetensors where the
 # revision has them (older Pythia revisions hold only pytorch_model.bin; fetching both would
@@ -77,7 +78,8 @@ def count_params(path: Path) -> int:
 
 
 def link_checkpoint(files: Path, out: Path, meta: dict) -> dict:
-    """`out`: a link per file of `files`, plus qid's metadata (N counted when not given)."""
+    """`out`: a link per file of `files`, plus qid's metadata (N counted when not given) and the
+    weights' fingerprint (a hub snapshot's from its blob names, a local directory's hashed)."""
     if not (files / "config.json").is_file():
         raise SourceError(f"checkpoint directory {str(files)!r} holds no config.json")
     out.mkdir(parents=True, exist_ok=True)
@@ -85,6 +87,7 @@ def link_checkpoint(files: Path, out: Path, meta: dict) -> dict:
         if f.name != CHECKPOINT_META and not (out / f.name).exists():
             (out / f.name).symlink_to(f.resolve())
     meta = {**meta, "n_params": meta.get("n_params") or count_params(files)}
+    meta |= checkpoint_fingerprint(files)
     (out / CHECKPOINT_META).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 

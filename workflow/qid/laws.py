@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from qid import QidError
+from qid.integrity import flagged_checkpoints
 
 
 @dataclass(frozen=True)
@@ -391,7 +392,9 @@ def fit_all(
 ) -> dict:
     """Eq. (5)-(8) on one method and eval set; with several bit widths also Eq. (8) per bit
     width ("by_bits"); Eq. (3) on the 16-bit losses ("loss16") where the table has them;
-    held-out errors ("validation") when asked. meta.range is the unified fit's domain."""
+    held-out errors ("validation") when asked. meta.range is the unified fit's domain.
+    Rows whose checkpoint is flagged (column `flag`, qid.integrity) are left out of every fit
+    and named in "excluded"."""
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
         raise QidError(f"table lacks column(s) {', '.join(missing)} (needs {', '.join(REQUIRED)})")
@@ -400,6 +403,7 @@ def fit_all(
             table = select(table, column, value)
     if table.empty:
         raise QidError("no rows to fit")
+    table, flagged = drop_flagged(table)
     options = {"confidence": confidence, "weighted": weighted, "loss": loss, "starts": starts}
     fits = {"unified": fit_law(table, "unified", **options, bootstrap=bootstrap, seed=seed)}
     fits.update({law: fit_law(table, law, **options) for law in LAWS if law != "unified"})
@@ -425,7 +429,21 @@ def fit_all(
         "bootstrap": bootstrap,
         "range": fits["unified"]["range"],
     }
+    fits["excluded"] = {"flagged": flagged}
     return fits
+
+
+def drop_flagged(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """The rows whose checkpoint is not flagged, and the flagged checkpoints: the one place
+    where suspect checkpoints leave the fits (they stay in the table)."""
+    flagged = flagged_checkpoints(table)
+    if not flagged:
+        return table, []
+    kept = table[table["flag"].fillna("") == ""]
+    if kept.empty:
+        kinds = sorted({part.split(":")[0] for f in flagged for part in f["flag"].split("; ")})
+        raise QidError(f"no rows to fit: all {len(table)} are flagged ({', '.join(kinds)})")
+    return kept, flagged
 
 
 def unified_from_fit(fit: dict) -> UnifiedLaw:

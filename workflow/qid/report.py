@@ -60,6 +60,42 @@ def _unified(fit: dict) -> list[str]:
     return lines
 
 
+REASONS = {
+    "duplicate_weights": "its weights (or a weight file) are those of",
+    "loss_rise": "its 16-bit loss rose by more than its standard error from",
+}
+
+
+def _reason(flag: str) -> str:
+    """'duplicate_weights:step8,step24' -> 'its weights ... of step8, step24'."""
+    parts = (part.partition(":") for part in flag.split("; "))
+    return "; ".join(
+        f"{REASONS.get(kind, kind)} {other.replace(',', ', ')}".strip() for kind, _, other in parts
+    )
+
+
+def _flagged(flagged: list[dict]) -> list[str]:
+    """The checkpoints the fits left out (qid.integrity), each with why."""
+    if not flagged:
+        return []
+    lines = [
+        "",
+        "## Checkpoints left out of the fits",
+        "",
+        f"{len(flagged)} checkpoint(s) flagged as suspect: their rows stay in "
+        "`results/qid.parquet` (column `flag`) but no law is fitted to them.",
+        "",
+        "| suite | size | step | flag | why |",
+        "|---|---|---:|---|---|",
+    ]
+    for f in flagged:
+        lines.append(
+            f"| {f.get('suite', '')} | {f.get('size', '')} | {f.get('step', '')} | "
+            f"`{f['flag']}` | {_reason(f['flag'])} |"
+        )
+    return lines
+
+
 def summary(fits: dict) -> str:
     meta = fits.get("meta", {})
     weighting = "weighted by qid/qid_se" if meta.get("weighted") else "unweighted"
@@ -131,6 +167,7 @@ def summary(fits: dict) -> str:
                 f"| {fold['held_out']} | {fold['n_test']} | {_g(fold['rmse_log'])} | "
                 f"{_g(fold['mae_nats'])} |"
             )
+    out += _flagged(fits.get("excluded", {}).get("flagged", []))
     out += ["", "## Table 1 check: the published law against the paper's printed 2-bit column", ""]
     published = table1(None, bits=BITS[:1]).set_index(["model", "qid"])
     worst = max(
