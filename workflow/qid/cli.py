@@ -388,7 +388,14 @@ def cmd_diagnose(args) -> None:
 
 def _diagnose_checkpoint(args, fits: dict | None, law: dict) -> None:
     """Measure QiD of each (method, bits) on a checkpoint, print and save it, then estimate D."""
-    from qid.diagnose import cell_entry, estimate_cells, measure_cells, prepare, stdout_to_stderr
+    from qid.diagnose import (
+        cell_entry,
+        estimate_cells,
+        measure_cells,
+        prepare,
+        quantized_layers,
+        stdout_to_stderr,
+    )
 
     if len(args.texts) != 1:
         raise QidError("--checkpoint needs one --texts parquet to measure QiD on")
@@ -443,8 +450,7 @@ def _diagnose_checkpoint(args, fits: dict | None, law: dict) -> None:
         for c in cells:
             print(
                 f"  {c['method']} {c['bits']}-bit: QiD {c['qid']:.4g} (se {c['qid_se']:.2g}) "
-                f"nats, loss {c['loss_q']:.5f}; {c['quantized_layers']} layers, "
-                f"{c['quantized_params']:,} parameters quantized; {c['seconds']:.1f} s"
+                f"nats, loss {c['loss_q']:.5f}{quantized_layers(c)}; {c['seconds']:.1f} s"
             )
         for method, info in plan.calibration_info.items():
             print(

@@ -417,11 +417,21 @@ def measure_cells(
             }
             progress(
                 f"measured: {method} {bits}-bit QiD {cell['qid']:.4g} (se {cell['qid_se']:.2g}) "
-                f"nats, {cell['quantized_layers']} layers quantized ({cell['seconds']:.1f} s)"
+                f"nats{quantized_layers(cell)} ({cell['seconds']:.1f} s)"
             )
             cells.append(cell)
             on_cell(base, cell)
     return base, cells
+
+
+def quantized_layers(cell: dict) -> str:
+    """ ", N layers (P parameters) quantized" where the backend's record says (not every one)."""
+    if cell.get("quantized_layers") is None:
+        return ""
+    params = cell.get("quantized_params")
+    return f", {cell['quantized_layers']} layers" + (
+        f" ({params:,} parameters) quantized" if params is not None else " quantized"
+    )
 
 
 def measure(
