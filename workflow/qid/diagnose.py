@@ -160,7 +160,10 @@ def split_options(options: dict, methods: list[str]) -> dict[str, dict]:
 
     if options and all(isinstance(v, dict) for v in options.values()):
         for name in options:
-            get_method(name)  # a misspelled method key is named
+            try:
+                get_method(name)
+            except QidError as err:  # a misspelled method key, named
+                raise QidError(f"--options: {err}") from None
         missing = [m for m in methods if m not in options]
         if missing:
             raise QidError(
@@ -413,11 +416,15 @@ def measure_cells(
                 "seconds": round(time.perf_counter() - start, 3),
                 "quantize_seconds": info["seconds"],
                 **{k: info.get(k) for k in ("quantized_layers", "quantized_params")},
+                # What the backend calibrated on, where its record says (rows may be cut short
+                # by the model's context or dropped as too short).
+                **{k: info[k] for k in ("calibration_rows", "calibration_tokens") if k in info},
                 "options": info["options"],
             }
             progress(
                 f"measured: {method} {bits}-bit QiD {cell['qid']:.4g} (se {cell['qid_se']:.2g}) "
-                f"nats{quantized_layers(cell)} ({cell['seconds']:.1f} s)"
+                f"nats{quantized_layers(cell)} (quantized in {info['seconds']:.1f} s, "
+                f"{cell['seconds']:.1f} s in all)"
             )
             cells.append(cell)
             on_cell(base, cell)
