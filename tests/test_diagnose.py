@@ -129,6 +129,26 @@ def test_default_calibration_has_the_recommended_size_from_an_offline_source():
     assert "fewer than the 256 x 512 recommended" in info["note"]
 
 
+def test_prepare_calibrates_by_default_within_the_model_context(model):
+    from qid.diagnose import prepare
+
+    path, texts, calibration = model
+    options = {"rtn": OPTIONS, "gptq": {"group_size": 32}}
+    plan = prepare(path, texts, ["rtn", "gptq"], [2, 3], options)
+    assert [(m, b) for m, b, _ in plan.cells] == [("rtn", 2), ("rtn", 3), ("gptq", 2), ("gptq", 3)]
+    assert list(plan.calibration) == ["gptq"] and len(plan.calibration["gptq"]) == 256
+    # The zoo's models take 128 positions: fewer than the 256 tokens GPTQModel recommends.
+    used = plan.calibration_info["gptq"]
+    assert (used["source"], used["texts"], used["length"]) == ("wiki_offline", 256, 128)
+    assert [o.get("calibration_length") for _, _, o in plan.cells] == [None, None, 128, 128]
+    assert plan.warnings == [
+        "gptq calibration: texts cut to the model's context of 128 tokens (recommended: 256)"
+    ]
+    plan = prepare(path, texts, ["rtn"], [2], OPTIONS, calibration)
+    assert plan.warnings == ["--calibration is not used: none of rtn calibrates"]
+    assert not plan.calibration
+
+
 def test_stdout_to_stderr_moves_file_descriptor_and_python_writes(capfd):
     from qid.diagnose import stdout_to_stderr
 

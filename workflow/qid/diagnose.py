@@ -16,6 +16,7 @@ invert it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -322,11 +323,13 @@ def prepare(
         what = "has no config.json" if checkpoint.is_dir() else "does not exist"
         raise QidError(f"--checkpoint {str(checkpoint)!r} {what}: not a causal LM directory")
     check_texts(texts, "--texts")
+    config = json.loads((checkpoint / "config.json").read_text())
+    context = config.get("max_position_embeddings", config.get("n_positions"))
 
     plan = Plan(checkpoint, Path(texts), [])
     calibrated = [m for m in methods if get_method(m).calibration]
     if calibration is not None and not calibrated:
-        plan.warnings.append(f"--calibration is not used: {', '.join(methods)} take none")
+        plan.warnings.append(f"--calibration is not used: none of {', '.join(methods)} calibrates")
     elif calibration is not None:
         given, info, plan.warnings = _given_calibration(calibration, checkpoint, calibrated)
         for method in calibrated:
@@ -343,8 +346,16 @@ def prepare(
         # What the grid's backends get (grid.method_options): threads are the process's.
         opts = {k: v for k, v in per_method[method].items() if k != "threads"}
         if method in plan.calibration:
-            r = get_method(method).recommended
-            opts["calibration_length"] = r.length if r else plan.calibration_info[method]["length"]
+            # Calibration rows are cut at the recommended length, or the model's context.
+            info, length = plan.calibration_info[method], get_method(method).recommended.length
+            if context and context < length:
+                length = context
+                plan.warnings.append(
+                    f"{method} calibration: texts cut to the model's context of {context} "
+                    f"tokens (recommended: {get_method(method).recommended.length})"
+                )
+            info["length"] = min(info["length"], length)
+            opts["calibration_length"] = length
         for b in bits:
             preflight(method, b, opts, checkpoint)
             plan.cells.append((method, b, opts))
