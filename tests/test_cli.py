@@ -131,54 +131,6 @@ def test_cells_checks_every_cell_before_any_work(tiny_checkpoint, tmp_path, monk
     assert not (tmp_path / "results").exists()
 
 
-def _fit_a_little(path: Path, texts: list[str], steps: int = 40) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    stream = sum(AutoTokenizer.from_pretrained(path)(texts)["input_ids"], [])
-    ids = torch.tensor(stream[: len(stream) // 32 * 32]).view(-1, 32)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        model(input_ids=ids, labels=ids).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.save_pretrained(path)
-
-
-def test_diagnose_measures_a_checkpoint_it_is_given(tiny_checkpoint, tmp_path, capsys):
-    import shutil
-
-    from qid.diagnose import measure
-    from qid.grid import CHECKPOINT_META
-
-    texts = tmp_path / "heldout.parquet"
-    pd.DataFrame({"text": TEXTS[:12]}).to_parquet(texts)
-    # Any causal LM directory: without qid's metadata N is counted from the model. Trained a
-    # little first, so that 2-bit rounding costs loss (on random weights it may not).
-    plain = tmp_path / "plain"
-    shutil.copytree(tiny_checkpoint, plain, ignore=shutil.ignore_patterns(CHECKPOINT_META))
-    _fit_a_little(plain, TEXTS)
-    m = measure(plain, texts, "rtn", 2, {"group_size": 32}, context=32)
-    n = json.loads((tiny_checkpoint / CHECKPOINT_META).read_text())["n_params"]
-    assert m["n_params"] == n and m["qid"] == m["loss_q"] - m["loss_16"] and m["qid_se"] > 0
-
-    main(["diagnose", "--checkpoint", str(plain), "--bits", "2", "--texts", str(texts)]
-         + ["--options", '{"group_size": 32}', "--context", "32"]
-         + ["--extrapolate", "--json"])  # fmt: skip
-    captured = capsys.readouterr()
-    out = json.loads(captured.out)
-    assert out["qid"] == pytest.approx(m["qid"]) and out["n_params"] == n
-    assert out["qid_se"] == pytest.approx(m["qid_se"]) and "measured: rtn 2-bit" in captured.err
-
-
-def test_diagnose_wants_a_measurement_or_a_checkpoint(capsys):
-    with pytest.raises(SystemExit):
-        main(["diagnose", "--bits", "2", "--qid", "0.3"])
-    assert "give either --n-params and --qid, or --checkpoint" in capsys.readouterr().err
-
-
 def test_grid_estimates_jobs_disk_and_gpu_hours(tmp_path, capsys):
     import yaml
 

@@ -334,50 +334,26 @@ def cmd_summary(args) -> None:
     print(f"summary -> {args.out}")
 
 
-def cmd_diagnose(args) -> None:
-    from qid.diagnose import diagnose, measure
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
-    if (args.checkpoint is None) == (args.qid is None or args.n_params is None):
-        raise QidError("give either --n-params and --qid, or --checkpoint (with --texts)")
-    if args.checkpoint is not None:
-        if len(args.texts) != 1:
-            raise QidError("--checkpoint needs one --texts parquet to measure QiD on")
-        _threads(args.threads)
-        calibration = _calibration(args.calibration)
-        measured = measure(
-            args.checkpoint,
-            args.texts[0],
-            args.method,
-            int(args.bits),
-            args.options,
-            calibration,
-            context=args.context,
-            batch_tokens=args.batch_tokens,
-            reference_tokenizer=args.reference_tokenizer,
-            dtype=args.dtype,
-            fake_quant=args.fake_quant,
-        )
-        args.qid, args.n_params = measured["qid"], measured["n_params"]
-        args.qid_se = args.qid_se or measured["qid_se"]
-        print(
-            f"measured: {args.method} {int(args.bits)}-bit QiD {measured['qid']:.4g} "
-            f"(se {measured['qid_se']:.2g}) nats, N = {measured['n_params']:,}",
-            file=sys.stderr if args.json else sys.stdout,
-        )
-    result = diagnose(
-        args.qid,
-        args.n_params,
-        args.bits,
-        _load_fits(args.fits),
-        qid_se=args.qid_se,
-        by_bits=args.by_bits,
-        confidence=args.confidence,
-        seed=args.seed,
-        extrapolate=args.extrapolate,
-    )
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return
+
+def _bit_list(text: str) -> list[float]:
+    try:
+        return [float(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected bit widths, e.g. 2 or 2,3,4"
+        ) from None
+
+
+def _save(path: Path | None, data: dict) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_dump(data) + "\n")
+
+
+def _print_estimate(result: dict, indent: str = "") -> None:
     ci = ""
     if result["tokens_low"] is not None:
         ci = (
@@ -385,11 +361,124 @@ def cmd_diagnose(args) -> None:
             f"-{result['tokens_high']:.3g}, {result['ci']})"
         )
     print(f"estimated training tokens D = {result['tokens']:.3g}{ci} [law: {result['law']}]")
-    print(result["verdict"])
+    print(indent + result["verdict"])
     levels = ", ".join(f"{q}: {d:.3g}" for q, d in result["thresholds"].items())
-    print(f"tokens at which QiD reaches each level: {levels}")
+    print(f"{indent}tokens at which QiD reaches each level: {levels}")
     for warning in result["warnings"]:
-        print(f"warning: {warning}")
+        print(f"{indent}warning: {warning}")
+
+
+def cmd_diagnose(args) -> None:
+    from qid.diagnose import diagnose
+
+    if (args.checkpoint is None) == (args.qid is None or args.n_params is None):
+        raise QidError("give either --n-params and --qid, or --checkpoint (with --texts)")
+    fits = _load_fits(args.fits)  # read before minutes of measuring, not after
+    law = {
+        "by_bits": args.by_bits,
+        "confidence": args.confidence,
+        "seed": args.seed,
+        "extrapolate": args.extrapolate,
+    }
+    if args.checkpoint is not None:
+        _diagnose_checkpoint(args, fits, law)
+        return
+    if len(args.bits) != 1:
+        raise QidError("--qid is a measurement at one bit width: give one --bits")
+    if args.method != ["rtn"] or args.calibration:
+        raise QidError("--method and --calibration go with --checkpoint, which they quantize")
+    result = diagnose(args.qid, args.n_params, args.bits[0], fits, qid_se=args.qid_se, **law)
+    _save(args.out, result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_estimate(result)
+
+
+def _diagnose_checkpoint(args, fits: dict | None, law: dict) -> None:
+    """Measure QiD of each (method, bits) on a checkpoint, print and save it, then estimate D."""
+    from qid.diagnose import (
+        cell_entry,
+        estimate_cells,
+        measure_cells,
+        prepare,
+        quantized_layers,
+        stdout_to_stderr,
+    )
+
+    if len(args.texts) != 1:
+        raise QidError("--checkpoint needs one --texts parquet to measure QiD on")
+    if args.qid_se is not None:
+        raise QidError("--qid-se goes with --qid: --checkpoint measures its own standard error")
+    if any(b != int(b) for b in args.bits):
+        bad = next(b for b in args.bits if b != int(b))
+        raise QidError(f"--bits {bad:g}: a checkpoint is quantized at whole bit widths")
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    doc = {"checkpoint": str(args.checkpoint), "texts": str(args.texts[0])}
+    # Everything libraries print while checking and measuring goes to stderr: stdout holds the
+    # results alone (with --json, the JSON document).
+    with stdout_to_stderr():
+        plan = prepare(
+            args.checkpoint,
+            args.texts[0],
+            args.method,
+            [int(b) for b in args.bits],
+            args.options,
+            args.calibration,
+            args.seed,
+        )
+        for warning in plan.warnings:
+            say(f"warning: {warning}")
+        doc |= {"calibration": plan.calibration_info, "base": None, "cells": []}
+
+        def keep(base: dict, cell: dict) -> None:  # saved as measured: a crash keeps it
+            doc["base"] = base
+            doc["cells"].append(cell_entry(cell))
+            _save(args.out, doc)
+
+        _threads(args.threads)
+        _, cells = measure_cells(
+            plan,
+            progress=say,
+            on_cell=keep,
+            context=args.context,
+            batch_tokens=args.batch_tokens,
+            reference_tokenizer=args.reference_tokenizer,
+            dtype=args.dtype,
+            fake_quant=args.fake_quant,
+        )
+    if not args.json:  # the measurement first: it stands whatever the law says
+        base = doc["base"]
+        print(
+            f"{args.checkpoint}: N = {base['n_params']:,} non-embedding parameters, "
+            f"16-bit loss {base['loss_16']:.5f} on {base['texts']} texts of {args.texts[0]}"
+        )
+        for c in cells:
+            print(
+                f"  {c['method']} {c['bits']}-bit: QiD {c['qid']:.4g} (se {c['qid_se']:.2g}) "
+                f"nats, loss {c['loss_q']:.5f}{quantized_layers(c)}; {c['seconds']:.1f} s"
+            )
+        for method, info in plan.calibration_info.items():
+            print(
+                f"  {method} calibration: {info['source']}, {info['texts']} texts x "
+                f"{info['length']} tokens"
+            )
+    doc["cells"] = estimate_cells(cells, fits, **law)
+    _save(args.out, doc)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        for entry in doc["cells"]:
+            print(f"{entry['method']} {entry['bits']}-bit: ", end="")
+            if entry["estimate"] is None:
+                print(f"no estimate: {entry['refused']}")
+            else:
+                _print_estimate(entry["estimate"], indent="  ")
+    if all(entry["estimate"] is None for entry in doc["cells"]):
+        say("qid diagnose: the law refused every estimate; the measurement stands (see above)")
 
 
 def _data(text: str) -> tuple[str, Path]:
@@ -665,30 +754,50 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--checkpoint",
         type=Path,
-        help="instead of --n-params/--qid: a causal LM directory to quantize with --method at "
-        "--bits and evaluate, 16-bit and quantized, on --texts",
+        help="instead of --n-params/--qid: a causal LM directory to quantize with each --method "
+        "at each --bits and evaluate, 16-bit (once) and quantized, on --texts",
     )
-    s.add_argument("--method", default="rtn", help="with --checkpoint (default rtn)")
+    s.add_argument(
+        "--method", type=_names, default=["rtn"], help="with --checkpoint: e.g. rtn,gptq (rtn)"
+    )
     s.add_argument(
         "--options",
         type=_json,
         default={"group_size": 128},
-        help="with --checkpoint: the method's options (JSON); match the fitted law's",
+        help='with --checkpoint: options (JSON) for every method, or per method: {"rtn": {...}, '
+        '"gptq": {...}}; match the fitted law\'s',
     )
-    s.add_argument("--calibration", type=Path, help="with --checkpoint: calibration parquet")
+    s.add_argument(
+        "--calibration",
+        type=Path,
+        help="with --checkpoint: calibration parquet for gptq/awq (default: the size their "
+        "library recommends, cut from Wikipedia lead sections, offline)",
+    )
     s.add_argument("--threads", type=int)
-    s.add_argument("--bits", type=float, required=True, help="bit width P of the measurement")
+    s.add_argument(
+        "--bits",
+        type=_bit_list,
+        required=True,
+        help="bit width P of the measurement; with --checkpoint, several: 2,3,4",
+    )
     s.add_argument("--qid-se", type=float, help="standard error of the measured QiD")
     s.add_argument("--fits", type=Path, help="fits.json of qid fit (default: the published law)")
     s.add_argument("--by-bits", action="store_true", help="use the fit to that bit width alone")
     s.add_argument("--confidence", type=float, default=0.95)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="of the interval's draws and calibration")
     s.add_argument(
         "--extrapolate",
         action="store_true",
         help="answer outside the fitted range of N, D, P (with a warning) instead of refusing",
     )
-    s.add_argument("--json", action="store_true", help="print the full result as JSON")
+    s.add_argument(
+        "--json", action="store_true", help="print the full result as JSON (alone on stdout)"
+    )
+    s.add_argument(
+        "--out",
+        type=Path,
+        help="save the result (JSON); with --checkpoint, as each cell is measured",
+    )
     s.set_defaults(func=cmd_diagnose)
 
     s = sub.add_parser("figures", help="draw the paper's figures from the table and the fits")

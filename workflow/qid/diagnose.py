@@ -6,11 +6,24 @@ uses Eq. (8) inverted to give the training tokens at which QiD reaches 0.2, 0.3,
 0.5 to ~60%. Here a measured QiD of a model with N parameters at P bits is turned into an
 estimate of its training tokens D, with an interval, and placed against those levels.
 The law only answers inside the range of N, D and P it was fitted on, unless told to extrapolate.
+
+`qid diagnose --checkpoint` measures that QiD first: every input is checked (`prepare`) before
+any weights load, the 16-bit model is evaluated once and each (method, bits) cell is quantized,
+reloaded and evaluated (`measure_cells`); the measurement is kept even where the law refuses to
+invert it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +114,344 @@ def diagnose(
     }
 
 
+# --- measuring a checkpoint -----------------------------------------------------------------
+
+CALIBRATION_SOURCE = "wiki_offline"  # Wikipedia lead sections: the Wikitext-2 role, offline
+
+
+@dataclass
+class Plan:
+    """A checked measurement: the cells with the options their backends get, and calibration."""
+
+    checkpoint: Path
+    texts: Path
+    cells: list[tuple[str, int, dict]]
+    calibration: dict[str, list[str]] = field(default_factory=dict)  # method -> texts
+    calibration_info: dict[str, dict] = field(default_factory=dict)  # method -> what was used
+    warnings: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout to stderr for the duration, at the file-descriptor
+    level: GPTQModel, LogBar, llm-compressor and tqdm write to fd 1, to `sys.stdout` or to a
+    stream they captured at import, and `--json` promises a stdout holding the document alone."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 to move (closed): the Python-level swap still applies
+        saved = None
+    if saved is not None:
+        os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def split_options(options: dict, methods: list[str]) -> dict[str, dict]:
+    """Each method's options from `--options`: one object for all methods, or an object per
+    method ({"rtn": {...}, "gptq": {...}}; told apart by every value being an object)."""
+    from qid.quantize import get_method
+
+    if options and all(isinstance(v, dict) for v in options.values()):
+        for name in options:
+            try:
+                get_method(name)
+            except QidError as err:  # a misspelled method key, named
+                raise QidError(f"--options: {err}") from None
+        missing = [m for m in methods if m not in options]
+        if missing:
+            raise QidError(
+                f"--options gives options per method but none for {missing[0]!r} "
+                f"(it has: {', '.join(options)})"
+            )
+        return {m: dict(options[m]) for m in methods}
+    return {m: dict(options) for m in methods}
+
+
+def check_options(method: str, bits: int, options: dict) -> None:
+    """Refuse (one line naming the option) what the config schema's `methods` item refuses: a
+    misspelled option must not quietly fall back to the backend's default."""
+    import jsonschema
+    import yaml
+
+    from qid.config import SCHEMA, _properties
+
+    root = yaml.safe_load(SCHEMA.read_text())
+    item = {**root["properties"]["methods"]["additionalProperties"]}
+    item["definitions"] = root["definitions"]  # for its $refs
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(item).iter_errors({**options, "bits": [bits]})
+    )
+    if error is None:
+        return
+    if error.validator == "additionalProperties":
+        allowed = sorted(_properties(item, root) - {"bits"})
+        extra = sorted(set(error.instance) - set(allowed) - {"bits"})
+        raise QidError(
+            f"--options for method {method!r}: option {extra[0]!r} is not known "
+            f"(misspelled? known: {', '.join(allowed)})"
+        )
+    where = ".".join(str(p) for p in error.absolute_path)
+    raise QidError(f"--options for method {method!r}: option {where!r}: {error.message}")
+
+
+def check_texts(path: Path, flag: str) -> int:
+    """The number of texts of a parquet with a `text` column; one line naming `flag` else."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise QidError(f"{flag} {str(path)!r} does not exist")
+    try:
+        meta = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a file that is not parquet
+        raise QidError(f"{flag} {str(path)!r} is not a parquet file ({err})") from None
+    if "text" not in meta.schema_arrow.names:
+        raise QidError(
+            f"{flag} {str(path)!r} has no column 'text' "
+            f"(columns: {', '.join(meta.schema_arrow.names)})"
+        )
+    if meta.metadata.num_rows == 0:
+        raise QidError(f"{flag} {str(path)!r} holds no texts")
+    return meta.metadata.num_rows
+
+
+def default_calibration(
+    method: str, seed: int = 0, pool: list[str] | None = None
+) -> tuple[list[str], dict]:
+    """Calibration texts of the size the method's library recommends, cut from a generic source
+    available offline (`pool`, else Wikipedia lead sections: the Wikitext-2 role, as in the
+    grid's `wiki_offline` calibration), and a record of what was used.
+
+    Random windows of ~`length` tokens of the texts joined, as `qid calibration` cuts them
+    (GPTQ's Wikitext-2 recipe); a source too short for that many gives its disjoint windows,
+    fewer than recommended, and says so."""
+    from qid.quantize import get_method
+    from qid.texts import CHARS_PER_TOKEN, calibration_windows, select_texts
+
+    recommended = get_method(method).recommended
+    if recommended is None:
+        raise QidError(f"method {method!r} takes no calibration")
+    source = "given texts" if pool is not None else CALIBRATION_SOURCE
+    if pool is None:
+        where = f"calibration of qid diagnose (source {CALIBRATION_SOURCE})"
+        pool = select_texts(where, {"source": CALIBRATION_SOURCE}, "all", seed)["text"].tolist()
+    chars = CHARS_PER_TOKEN * recommended.length
+    joined = "\n\n".join(pool)
+    info = {
+        "source": source,
+        "texts": recommended.n_texts,
+        "length": recommended.length,
+        "recommended": {"texts": recommended.n_texts, "length": recommended.length},
+    }
+    if len(joined) > recommended.n_texts * chars:
+        return calibration_windows(pool, recommended.n_texts, chars, seed), info
+    # Too short for the recommended windows: all of it, in disjoint windows (one if shorter).
+    texts = [joined[i : i + chars] for i in range(0, len(joined), chars)]
+    info |= {
+        "texts": len(texts),
+        "length": min(recommended.length, len(texts[0]) // CHARS_PER_TOKEN),
+        "note": (
+            f"{source} holds ~{len(joined) // CHARS_PER_TOKEN:,} tokens, fewer than the "
+            f"{recommended.n_texts} x {recommended.length} recommended: all of it is used"
+        ),
+    }
+    return texts, info
+
+
+def _given_calibration(path: Path, checkpoint: Path, methods: list[str]) -> tuple[list, dict, list]:
+    """The texts of a --calibration parquet, their size in the checkpoint's tokens, and a
+    warning for each method whose library recommends more."""
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from qid.quantize import get_method
+
+    check_texts(path, "--calibration")
+    texts = pd.read_parquet(path, columns=["text"])["text"].fillna("").astype(str).tolist()
+    tokens = [len(ids) for ids in AutoTokenizer.from_pretrained(checkpoint)(texts)["input_ids"]]
+    median = int(np.median(tokens))
+    warnings = []
+    for method in methods:
+        r = get_method(method).recommended
+        if r is not None and (len(texts) < r.n_texts or median < r.length):
+            warnings.append(
+                f"--calibration {str(path)!r} holds {len(texts)} texts of {median} tokens "
+                f"(median), less than {method}'s library recommends ({r.n_texts} x "
+                f"{r.length}): the quantization may be worse than {method} can do"
+            )
+    info = {"source": str(path), "texts": len(texts), "length": median}
+    return texts, info, warnings
+
+
+def prepare(
+    checkpoint: Path,
+    texts: Path,
+    methods: list[str],
+    bits: list[int],
+    options: dict,
+    calibration: Path | None = None,
+    seed: int = 0,
+) -> Plan:
+    """Check everything a measurement needs before any weights load, and gather calibration:
+    methods, bit widths, each method's options, the checkpoint, the texts, the calibration
+    and the backends' checks of the architecture (on the meta device)."""
+    from qid.quantize import check_bits, get_method, preflight
+
+    for method in methods:
+        get_method(method)
+        if method == "released":
+            raise QidError(
+                "method 'released' fetches the paper's checkpoints of a grid cell; "
+                "qid diagnose quantizes the checkpoint it is given"
+            )
+        for b in bits:
+            check_bits(method, b)
+    per_method = split_options(options, methods)
+    for method in methods:
+        for b in bits:
+            check_options(method, b, per_method[method])
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        what = "has no config.json" if checkpoint.is_dir() else "does not exist"
+        raise QidError(f"--checkpoint {str(checkpoint)!r} {what}: not a causal LM directory")
+    check_texts(texts, "--texts")
+    config = json.loads((checkpoint / "config.json").read_text())
+    context = config.get("max_position_embeddings", config.get("n_positions"))
+
+    plan = Plan(checkpoint, Path(texts), [])
+    calibrated = [m for m in methods if get_method(m).calibration]
+    if calibration is not None and not calibrated:
+        plan.warnings.append(f"--calibration is not used: none of {', '.join(methods)} calibrates")
+    elif calibration is not None:
+        given, info, plan.warnings = _given_calibration(calibration, checkpoint, calibrated)
+        for method in calibrated:
+            plan.calibration[method], plan.calibration_info[method] = given, info
+    else:
+        for method in calibrated:
+            plan.calibration[method], plan.calibration_info[method] = default_calibration(
+                method, seed
+            )
+            if note := plan.calibration_info[method].get("note"):
+                plan.warnings.append(f"{method} calibration: {note}")
+
+    for method in methods:
+        # What the grid's backends get (grid.method_options): threads are the process's.
+        opts = {k: v for k, v in per_method[method].items() if k != "threads"}
+        if method in plan.calibration:
+            # Calibration rows are cut at the recommended length, or the model's context.
+            info, length = plan.calibration_info[method], get_method(method).recommended.length
+            if context and context < length:
+                length = context
+                plan.warnings.append(
+                    f"{method} calibration: texts cut to the model's context of {context} "
+                    f"tokens (recommended: {get_method(method).recommended.length})"
+                )
+            info["length"] = min(info["length"], length)
+            opts["calibration_length"] = length
+        for b in bits:
+            preflight(method, b, opts, checkpoint)
+            plan.cells.append((method, b, opts))
+    return plan
+
+
+def measure_cells(
+    plan: Plan,
+    progress: Callable[[str], None] = lambda line: None,
+    on_cell: Callable[[dict, dict], None] = lambda base, cell: None,
+    **evaluation,
+) -> tuple[dict, list[dict]]:
+    """Evaluate the 16-bit model once, then quantize, reload and evaluate each cell of `plan`.
+
+    Returns the 16-bit measurement and one measurement per cell (QiD, its paired standard
+    error, both losses, N, seconds, what the cell quantized); `on_cell` sees each as it is
+    done, so that a later failure keeps the earlier cells."""
+    from qid.aggregate import paired_se
+    from qid.evaluate import run
+    from qid.quantize import quantize_cell
+
+    cells = []
+    with tempfile.TemporaryDirectory(prefix="qid-diagnose-") as tmp:
+        work = Path(tmp)
+        start = time.perf_counter()
+        (b,) = run(plan.checkpoint, [plan.texts], [work / "base.json"], **evaluation)
+        base = {
+            "loss_16": b["loss"],
+            "n_params": b["n_params"],
+            "texts": b["texts"],
+            "reference_tokens": b["reference_tokens"],
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        progress(
+            f"16-bit: loss {b['loss']:.5f} on {b['texts']} texts, N = {b['n_params']:,} "
+            f"({base['seconds']:.1f} s)"
+        )
+        for i, (method, bits, options) in enumerate(plan.cells):
+            start = time.perf_counter()
+            out = work / f"q{i}"
+            progress(f"{method} {bits}-bit: quantizing")
+            info = quantize_cell(
+                plan.checkpoint,
+                out,
+                work / f"q{i}.json",
+                method,
+                bits,
+                options,
+                plan.calibration.get(method),
+            )
+            (q,) = run(
+                plan.checkpoint,
+                [plan.texts],
+                [work / f"q{i}-eval.json"],
+                method=method,
+                bits=bits,
+                quantized=out,
+                **evaluation,
+            )
+            shutil.rmtree(out, ignore_errors=True)  # a real model's cells would fill the disk
+            cell = {
+                "method": method,
+                "bits": bits,
+                "qid": q["loss"] - b["loss"],
+                "qid_se": paired_se(q["nll_per_text"], b["nll_per_text"], b["reference_tokens"]),
+                "loss_16": b["loss"],
+                "loss_q": q["loss"],
+                "n_params": b["n_params"],
+                "seconds": round(time.perf_counter() - start, 3),
+                "quantize_seconds": info["seconds"],
+                **{k: info.get(k) for k in ("quantized_layers", "quantized_params")},
+                # What the backend calibrated on, where its record says (rows may be cut short
+                # by the model's context or dropped as too short).
+                **{k: info[k] for k in ("calibration_rows", "calibration_tokens") if k in info},
+                "options": info["options"],
+            }
+            progress(
+                f"measured: {method} {bits}-bit QiD {cell['qid']:.4g} (se {cell['qid_se']:.2g}) "
+                f"nats{quantized_layers(cell)} (quantized in {info['seconds']:.1f} s, "
+                f"{cell['seconds']:.1f} s in all)"
+            )
+            cells.append(cell)
+            on_cell(base, cell)
+    return base, cells
+
+
+def quantized_layers(cell: dict) -> str:
+    """ ", N layers (P parameters) quantized" where the backend's record says (not every one)."""
+    if cell.get("quantized_layers") is None:
+        return ""
+    params = cell.get("quantized_params")
+    return f", {cell['quantized_layers']} layers" + (
+        f" ({params:,} parameters) quantized" if params is not None else " quantized"
+    )
+
+
 def measure(
     checkpoint: Path,
     texts: Path,
@@ -113,30 +464,34 @@ def measure(
     """QiD of `checkpoint` quantized with (method, bits) on `texts`, its paired standard error
     and the model's non-embedding N: what `diagnose` needs, measured as a grid cell is. Any
     causal LM directory works (no qid metadata needed)."""
-    from qid.aggregate import paired_se
-    from qid.evaluate import run
-    from qid.quantize import quantize_cell
+    plan = Plan(Path(checkpoint), Path(texts), [(method, bits, options)])
+    if calibration is not None:
+        plan.calibration[method] = calibration
+    _, (cell,) = measure_cells(plan, **evaluation)
+    return cell
 
-    with tempfile.TemporaryDirectory(prefix="qid-diagnose-") as tmp:
-        work = Path(tmp)
-        (base,) = run(checkpoint, [texts], [work / "base.json"], **evaluation)
-        quantize_cell(checkpoint, work / "q", work / "q.json", method, bits, options, calibration)
-        (quant,) = run(
-            checkpoint,
-            [texts],
-            [work / "q-eval.json"],
-            method=method,
-            bits=bits,
-            quantized=work / "q",
-            **evaluation,
-        )
-    return {
-        "qid": quant["loss"] - base["loss"],
-        "qid_se": paired_se(quant["nll_per_text"], base["nll_per_text"], base["reference_tokens"]),
-        "n_params": base["n_params"],
-        "loss_16": base["loss"],
-        "loss_q": quant["loss"],
-    }
+
+def cell_entry(cell: dict) -> dict:
+    """A measured cell as the result document holds it: what it is, and its measurement."""
+    head = ("method", "bits", "options")
+    measurement = {k: v for k, v in cell.items() if k not in head}
+    return {**{k: cell[k] for k in head}, "measurement": measurement}
+
+
+def estimate_cells(cells: list[dict], fits: dict | None = None, **law) -> list[dict]:
+    """Each measured cell's entry with the law's estimate of D, or `estimate: None` and the
+    reason the law refused it (`law`: the keywords of `diagnose`)."""
+    out = []
+    for cell in cells:
+        entry = cell_entry(cell)
+        try:
+            entry["estimate"] = diagnose(
+                cell["qid"], cell["n_params"], cell["bits"], fits, qid_se=cell["qid_se"], **law
+            )
+        except QidError as err:
+            entry |= {"estimate": None, "refused": str(err)}
+        out.append(entry)
+    return out
 
 
 def _verdict(qid: float, reached: list[float], tokens: float, thresholds: dict) -> str:
