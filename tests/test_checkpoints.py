@@ -5,7 +5,6 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from qid.checkpoints import batches, lr_at, non_embedding_params
 
-
 # Pythia's published non-embedding counts (../shared/facts.md) and each size's shape
 # (hidden, layers, heads; MLP 4x hidden; vocabulary 50,304, 50,688 for 12b).
 PYTHIA = {
