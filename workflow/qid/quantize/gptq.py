@@ -85,7 +85,7 @@ def _quiet():
             if not str(msg).startswith(_LIBRARY_CALIBRATION_WARNINGS):
                 process(level, msg, *args, **kwargs)
 
-        saved.append((logger, "_process", None))
+        saved.append((logger, "_process", logger.__dict__.get("_process")))  # nested calls
         logger._process = _process
     except ImportError:  # pragma: no cover - logbar is a dependency of gptqmodel
         pass
@@ -103,7 +103,7 @@ def _quiet():
         for obj, attr, value in reversed(saved):
             if attr == "level":
                 obj.setLevel(value)
-            elif attr == "_process":
+            elif attr == "_process" and value is None:
                 obj.__dict__.pop("_process", None)  # back to the class's method
             else:
                 setattr(obj, attr, value)
