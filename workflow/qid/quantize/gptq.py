@@ -1,5 +1,12 @@
 """GPTQ through GPTQModel's own API (`GPTQModel.load` / `.quantize` / `.save`).
 
+Any causal LM GPTQModel can walk (its model list, else its module-tree auto-detection): the
+record lists the layers qid finds (`qid.quantize.layers`), checked against those GPTQModel
+saved. A width the group size does not divide ends in a shorter last group (g_idx = i // group,
+as RTN); GPTQModel 7.6's CPU kernel packs only group sizes -1, 16, 32, ..., 1024, so others are
+refused by `check` before any weights load. Nothing is written to stdout (fd 1), which
+`qid diagnose --json` owns: GPTQModel's console output goes to stderr.
+
 Quantization and reloading both run on CPU, from and in fp32. Bit widths 2, 3, 4 and 8 are
 packed into int32 in the GPTQ checkpoint format (scales and linear biases are stored as fp16, as
 GPTQ checkpoints do) and reloaded with GPTQModel's plain torch kernel (TorchLinear), which
@@ -13,8 +20,16 @@ import csv
 import io
 import logging
 import os
+import sys
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from qid import QidError
+from qid.quantize import METHODS
+from qid.quantize import layers as found
 
 # Workarounds that must be in place before gptqmodel is first imported:
 # - GPTQModel sizes its CPU thread pool as (cores + 1) // 2, i.e. 1 worker on a 1- or 2-core
@@ -33,7 +48,16 @@ os.environ.setdefault("GPTQMODEL_DISABLE_GIL_WARNING", "1")
 for _name in ("torchao", "torch.utils._pytree", "tokenicer.tokenicer"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
-DEFAULT_CALIBRATION_LENGTH = 128
+# One home for the calibration GPTQModel recommends (it warns below 256 rows or a mean of 256
+# tokens): the registry's. A length given by the config (data.calibration.length) wins.
+RECOMMENDED = METHODS["gptq"].recommended
+DEFAULT_CALIBRATION_LENGTH = RECOMMENDED.length
+DEFAULT_GROUP_SIZE = 128  # GPTQModel's QuantizeConfig default
+# GPTQModel's own warnings about the calibration size, replaced by ours (which names the keys).
+_LIBRARY_CALIBRATION_WARNINGS = (
+    "Calibration dataset size should be more than",
+    "The average length of input_ids of calibration_dataset",
+)
 
 
 @contextlib.contextmanager
@@ -54,6 +78,15 @@ def _quiet():
         logger = LogBar.shared()
         saved.append((logger, "level", logger.level))
         logger.setLevel(logging.WARNING)
+        # LogBar bypasses logging filters: drop its calibration-size warnings at the source.
+        process = logger._process
+
+        def _process(level, msg, *args, **kwargs):
+            if not str(msg).startswith(_LIBRARY_CALIBRATION_WARNINGS):
+                process(level, msg, *args, **kwargs)
+
+        saved.append((logger, "_process", logger.__dict__.get("_process")))  # nested calls
+        logger._process = _process
     except ImportError:  # pragma: no cover - logbar is a dependency of gptqmodel
         pass
     try:
@@ -70,13 +103,39 @@ def _quiet():
         for obj, attr, value in reversed(saved):
             if attr == "level":
                 obj.setLevel(value)
+            elif attr == "_process" and value is None:
+                obj.__dict__.pop("_process", None)  # back to the class's method
             else:
                 setattr(obj, attr, value)
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout meanwhile to stderr, at the file-descriptor level too.
+
+    GPTQModel and LogBar print to stdout (warnings, progress, banners), and so may the g++ build
+    of its packing extension; `qid diagnose --json` prints its result there.
+    """
+    sys.stdout.flush()
+    try:
+        saved_fd = os.dup(1)
+    except OSError:  # no fd 1 at all: nothing to protect
+        saved_fd = None
+    if saved_fd is not None:
+        os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        if saved_fd is not None:
+            os.dup2(saved_fd, 1)
+            os.close(saved_fd)
+
+
 def _import():
     """Import gptqmodel; always go through here (its import logs a banner at INFO)."""
-    with _quiet():
+    with _stdout_to_stderr(), _quiet():
         import gptqmodel
     return gptqmodel
 
@@ -97,12 +156,122 @@ def _calibration_rows(
     return rows
 
 
+def _kernel_group_sizes() -> list[int]:
+    """The group sizes GPTQModel's CPU kernel (TorchLinear, used to pack and to reload) accepts."""
+    _import()
+    from gptqmodel.nn_modules.qlinear.torch import TorchLinear
+
+    return list(TorchLinear.SUPPORTS_GROUP_SIZE)
+
+
+def check(model, bits: int, options: dict) -> None:
+    """Refuse, in one line, a group size GPTQModel cannot serve on `model` (meta device).
+
+    A width the group size does not divide is fine (a shorter last group); a group wider than
+    a layer, or one GPTQModel's kernel cannot pack, is not, nor 3 bits on a width that is not a
+    multiple of 32 (GPTQ packs 3-bit weights 32 input columns into 3 int32 words; GPTQModel
+    7.6 fails with an IndexError there). GPTQModel raises both only after calibrating.
+    """
+    method = options.get("method", "gptq")
+    group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
+    survey = found.survey(model)
+    if bits == 3:
+        for layer in survey.layers:
+            if layer.in_features % 32:
+                raise QidError(
+                    f"config key 'methods.{method}.bits': GPTQModel packs 3-bit weights 32 input "
+                    f"columns at a time, and {type(model).__name__} layer {layer.name!r} has "
+                    f"input width {layer.in_features}; use 2, 4 or 8 bits on this model"
+                )
+    found.check_group_size(survey.layers, group_size, method, partial_groups=True)
+    sizes = _kernel_group_sizes()
+    if group_size not in sizes:
+        key = found.GROUP_KEY.format(method=method)
+        raise QidError(
+            f"config key {key!r}: group size {group_size} cannot be packed by GPTQModel's CPU "
+            f"kernel (TorchLinear: {', '.join(map(str, sizes))}); "
+            f"{type(model).__name__} layer {survey.layers[0].name!r} has input width "
+            f"{survey.layers[0].in_features}"
+        )
+
+
+def _warn_small_calibration(n_rows: int, mean_tokens: float) -> None:
+    """One warning when the calibration is smaller than GPTQModel recommends (it still runs:
+    the paper's own setups and small tests use less)."""
+    if n_rows >= RECOMMENDED.n_texts and mean_tokens >= RECOMMENDED.length:
+        return
+    warnings.warn(
+        f"gptq: calibrating on {n_rows} texts of {mean_tokens:.0f} tokens on average, less than "
+        f"the {RECOMMENDED.n_texts} texts of {RECOMMENDED.length} tokens GPTQModel recommends; "
+        "GPTQ may then lose to RTN. Raise data.calibration.n_samples / data.calibration.length",
+        stacklevel=3,
+    )
+
+
+def _saved_layers(out: Path) -> dict[str, tuple[int, int]]:
+    """The GPTQ layers of a saved checkpoint, as a reload finds them: name -> (in, out) widths,
+    read from the safetensors headers (g_idx holds one entry per input column, scales one
+    column per output)."""
+    from safetensors import safe_open
+
+    widths: dict[str, tuple[int, int]] = {}
+    for path in sorted(Path(out).glob("*.safetensors")):
+        with safe_open(path, "pt") as fh:
+            for key in fh.keys():
+                if key.endswith(".g_idx"):
+                    name = key[: -len(".g_idx")]
+                    n_in = fh.get_slice(key).get_shape()[0]
+                    n_out = fh.get_slice(f"{name}.scales").get_shape()[1]
+                    widths[name] = (n_in, n_out)
+    return widths
+
+
+def check_saved_layers(survey: found.Survey, saved: dict[str, tuple[int, int]], where: str) -> None:
+    """Raise unless GPTQModel saved exactly the layers `survey` found.
+
+    Compared per (parent module, input width) by output width summed, since GPTQModel splits
+    some fused maps before quantizing them (Phi-3's gate_up_proj -> gate_proj + up_proj).
+    """
+
+    ours = {layer.name: (layer.in_features, layer.out_features) for layer in survey.layers}
+
+    def totals(layers: dict[str, tuple[int, int]]) -> dict[tuple[str, int], int]:
+        acc: dict[tuple[str, int], int] = defaultdict(int)
+        for name, (n_in, n_out) in layers.items():
+            acc[name.rpartition(".")[0], n_in] += n_out
+        return dict(acc)
+
+    a, b = totals(ours), totals(saved)
+    bad = {
+        parent
+        for parent, n_in in a.keys() | b.keys()
+        if a.get((parent, n_in)) != b.get((parent, n_in))
+    }
+    if bad:
+        in_bad = lambda name: name.rpartition(".")[0] in bad  # noqa: E731
+        missing = sorted(n for n in ours if in_bad(n) and saved.get(n) != ours[n])
+        extra = sorted(n for n in saved if in_bad(n) and ours.get(n) != saved[n])
+        raise QidError(
+            f"gptq: GPTQModel quantized other layers of {where} than qid found: qid's "
+            f"{', '.join(f'{n} {ours[n]}' for n in missing) or 'none'} vs GPTQModel's "
+            f"{', '.join(f'{n} {saved[n]}' for n in extra) or 'none'} (in, out widths)"
+        )
+
+
 def quantize(
     checkpoint: Path,
     out: Path,
     bits: int,
     options: dict,
     calibration: list[str] | None,
+) -> dict[str, Any]:
+    """Quantize with GPTQModel; nothing reaches stdout (see `_stdout_to_stderr`)."""
+    with _stdout_to_stderr():
+        return _quantize(Path(checkpoint), Path(out), bits, options, calibration)
+
+
+def _quantize(
+    checkpoint: Path, out: Path, bits: int, options: dict, calibration: list[str] | None
 ) -> dict[str, Any]:
     import torch
     from transformers import AutoTokenizer
@@ -115,7 +284,7 @@ def quantize(
     gptqmodel = _import()
     GPTQModel, QuantizeConfig = gptqmodel.GPTQModel, gptqmodel.QuantizeConfig
 
-    group_size = int(options.get("group_size", 128))
+    group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
     desc_act = bool(options.get("desc_act", False))
     damp_percent = float(options.get("damp_percent", 0.01))
     sym = bool(options.get("symmetric", True))  # the config key (schema: methods.*.symmetric)
@@ -131,6 +300,7 @@ def quantize(
             f"{min_length} tokens"
         )
     n_tokens = sum(len(r["input_ids"]) for r in rows)
+    _warn_small_calibration(len(rows), n_tokens / len(rows))
 
     with _quiet():
         qcfg = QuantizeConfig(
@@ -152,7 +322,6 @@ def quantize(
         model = GPTQModel.load(str(checkpoint), qcfg, device="cpu", dtype=torch.float32)
         # Rows are pre-tokenized; GPTQModel only uses its own tokenizer copy for padding.
         model.quantize(rows, batch_size=1, calibration_data_min_length=min_length)
-        out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         # save() print()s the directory listing and every JSON file it wrote; drop that.
         with contextlib.redirect_stdout(io.StringIO()):
@@ -160,10 +329,15 @@ def quantize(
     # Save the checkpoint's own tokenizer (GPTQModel saves its patched copy with a pad token).
     tokenizer.save_pretrained(out)
 
+    survey = found.survey(found.meta_model(checkpoint))
+    saved = _saved_layers(out)
+    check_saved_layers(survey, saved, str(checkpoint))
     losses = _gptq_losses(out / "quant_log.csv")
     return {
         "backend": "gptqmodel",
         "backend_version": gptqmodel.__version__,
+        **survey.record(),
+        "gptq_modules": len(saved),  # more than quantized_layers where GPTQModel split a map
         "calibration_texts": len(calibration),
         "calibration_rows": len(rows),
         "calibration_tokens": n_tokens,
@@ -225,6 +399,7 @@ def load(path: Path, dtype=None):
     gptqmodel = _import()
     dtype = torch.float32 if dtype is None else dtype
     with (
+        _stdout_to_stderr(),
         _quiet(),
         _admit_fp32_torch_kernel() as kernel,
         # from_quantized print()s "adapter: None".
