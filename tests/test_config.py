@@ -211,6 +211,20 @@ def test_the_readme_source_examples_are_valid():
             r"'methods.awq.group_size': group size 48 does not divide its input width, which awq "
             r"requires: layer 'attention.query_key_value' of suite 'neox-sotu' size 'h64-l2'",
         ),
+        (  # GPTQModel's kernel packs -1, 16, 32, ...: it would fail after calibrating
+            lambda c: c["methods"]["gptq"].update(group_size=24),
+            r"'methods.gptq.group_size': group size 24 cannot be packed by GPTQModel",
+        ),
+        (  # 3-bit GPTQ packs 32 input columns at a time
+            lambda c: (
+                c["methods"]["gptq"].update(bits=[3], group_size=16),
+                c["suites"]["neox-sotu"]["sizes"].update(
+                    h48={"hidden_size": 48, "num_layers": 1, "num_heads": 2}
+                ),  # fmt: skip
+            ),
+            r"'methods.gptq.bits': GPTQModel packs 3-bit weights 32 input columns at a time, and "
+            r"layer 'attention.query_key_value' of suite 'neox-sotu' size 'h48' has input width 48",
+        ),
         (  # no group size given: the method's default (128) is checked
             lambda c: c["methods"].update(awq={"bits": [4]}),
             r"'methods.awq.group_size': group size 128 is wider than the layer",

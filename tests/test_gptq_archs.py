@@ -260,3 +260,10 @@ def test_gptq_beats_rtn_when_calibrated_in_domain(tmp_path):
             )
         assert qid["rtn"] > 0.01, (bits, qid)  # it must hurt, or the comparison says nothing
         assert qid["gptq"] < 0.8 * qid["rtn"], (bits, qid)
+
+
+def test_the_usual_group_sizes_are_ones_the_kernel_packs():
+    """The dry run trusts these without importing GPTQModel."""
+    from qid.quantize.gptq import USUAL_GROUP_SIZES, _kernel_group_sizes
+
+    assert set(USUAL_GROUP_SIZES) <= set(_kernel_group_sizes())

@@ -139,7 +139,7 @@ def _local_llama_study(root: Path, texts: Path, methods: dict) -> Path:
 
 def test_a_local_llama_suite_runs_through_the_workflow(tmp_path, texts):
     """RTN at a group size that divides neither width, and GPTQ, through Snakemake."""
-    methods = {"rtn": {"bits": [2, 4], "group_size": 32}, "gptq": {"bits": [2], "group_size": 8}}
+    methods = {"rtn": {"bits": [2, 4], "group_size": 32}, "gptq": {"bits": [2], "group_size": 32}}
     configfile = _local_llama_study(tmp_path, texts, methods)
     run = snakemake(tmp_path, "results/qid.parquet", configfile=configfile)
     assert run.returncode == 0, run.stderr[-3000:]

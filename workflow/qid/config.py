@@ -122,11 +122,12 @@ def check_semantics(config: dict) -> None:
 
 
 def check_group_sizes(config: dict) -> None:
-    """Every method's group size against every layer width it would meet, where the config fixes
-    the widths (suites trained here); hub and local checkpoints are checked by their first job,
-    before any evaluation (qid.quantize.preflight)."""
+    """Every method's group size (and bit widths) against every layer width it would meet, where
+    the config fixes the widths (suites trained here); hub and local checkpoints are checked by
+    their first job, before any evaluation (qid.quantize.preflight)."""
     from qid.grid import suite_methods
-    from qid.quantize.layers import check_group_size, neox_layers
+    from qid.quantize import check_widths
+    from qid.quantize.layers import neox_layers
 
     for suite, spec in config["suites"].items():
         if spec["source"] != "train":
@@ -134,13 +135,11 @@ def check_group_sizes(config: dict) -> None:
         for size, arch in spec["sizes"].items():
             layers = neox_layers(arch["hidden_size"], arch.get("intermediate_size"))
             for method in suite_methods(config, suite):
-                group_size = config["methods"][method].get("group_size", METHODS[method].group_size)
-                partial = METHODS[method].partial_groups
-                if group_size is None or partial is None:
-                    continue
-                where = f" of suite {suite!r} size {size!r}"
+                block = config["methods"][method]
                 try:
-                    check_group_size(layers, group_size, method, partial, where)
+                    check_widths(
+                        method, block["bits"], block, layers, f"suite {suite!r} size {size!r}"
+                    )
                 except QidError as err:
                     raise ConfigError(str(err)) from None
 

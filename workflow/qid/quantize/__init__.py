@@ -9,6 +9,8 @@ A backend module exposes
     load(path: Path) -> transformers.PreTrainedModel   # reload the saved quantized checkpoint
     check(model, bits: int, options: dict) -> None   # optional: refuse (QidError, one line) what
                      # cannot work on this architecture; `model` is on the meta device (no weights)
+    check_layers(layers, bits, options, where) -> None   # optional: the width rules alone, for
+                     # widths a config fixes (trained suites), checked at the dry run
     dequantize(model) -> model   # optional: packed layers -> nn.Linear with dequantized weights
 """
 
@@ -119,6 +121,23 @@ def check_bits(name: str, bits: int) -> None:
             f"method {name!r} does not support {bits}-bit weights "
             f"(supported: {', '.join(map(str, method.bits))})"
         )
+
+
+def check_widths(method: str, bits: list[int], options: dict, layers: list, where: str) -> None:
+    """A method's group size and bit widths against known layer widths (`layers.Layer`s of
+    `where`), without a model: the backend's `check_layers` where it has width rules of its own,
+    else the group size against the method's `partial_groups`."""
+    spec = get_method(method)
+    options = {**options, "method": method}
+    options.setdefault("group_size", spec.group_size)
+    backend = spec.backend()  # backend modules import no library at the top
+    if hasattr(backend, "check_layers"):
+        for b in bits:
+            backend.check_layers(layers, b, options, where)
+    elif options["group_size"] is not None and spec.partial_groups is not None:
+        from qid.quantize.layers import check_group_size
+
+        check_group_size(layers, options["group_size"], method, spec.partial_groups, f" of {where}")
 
 
 def preflight(method: str, bits: int, options: dict[str, Any], checkpoint: Path) -> None:

@@ -156,6 +156,9 @@ def _calibration_rows(
     return rows
 
 
+USUAL_GROUP_SIZES = (-1, 32, 64, 128)  # TorchLinear packs these (checked in the tests)
+
+
 def _kernel_group_sizes() -> list[int]:
     """The group sizes GPTQModel's CPU kernel (TorchLinear, used to pack and to reload) accepts."""
     _import()
@@ -164,35 +167,39 @@ def _kernel_group_sizes() -> list[int]:
     return list(TorchLinear.SUPPORTS_GROUP_SIZE)
 
 
-def check(model, bits: int, options: dict) -> None:
-    """Refuse, in one line, a group size GPTQModel cannot serve on `model` (meta device).
+def check_layers(layers: list[found.Layer], bits: int, options: dict, where: str) -> None:
+    """The width rules of GPTQ on `layers` (of `where`, a model or a suite's size), in one line.
 
     A width the group size does not divide is fine (a shorter last group); a group wider than
-    a layer, or one GPTQModel's kernel cannot pack, is not, nor 3 bits on a width that is not a
-    multiple of 32 (GPTQ packs 3-bit weights 32 input columns into 3 int32 words; GPTQModel
-    7.6 fails with an IndexError there). GPTQModel raises both only after calibrating.
+    a layer is not, nor 3 bits on a width that is not a multiple of 32 (GPTQ packs 3-bit weights
+    32 input columns into 3 int32 words; GPTQModel 7.6 fails with an IndexError there, after
+    calibrating).
     """
     method = options.get("method", "gptq")
     group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
-    survey = found.survey(model)
     if bits == 3:
-        for layer in survey.layers:
+        for layer in layers:
             if layer.in_features % 32:
                 raise QidError(
                     f"config key 'methods.{method}.bits': GPTQModel packs 3-bit weights 32 input "
-                    f"columns at a time, and {type(model).__name__} layer {layer.name!r} has "
-                    f"input width {layer.in_features}; use 2, 4 or 8 bits on this model"
+                    f"columns at a time, and layer {layer.name!r} of {where} has input width "
+                    f"{layer.in_features}; use 2, 4 or 8 bits on this model"
                 )
-    found.check_group_size(survey.layers, group_size, method, partial_groups=True)
-    sizes = _kernel_group_sizes()
-    if group_size not in sizes:
+    found.check_group_size(layers, group_size, method, partial_groups=True, where=f" of {where}")
+    # GPTQModel raises for a group size its CPU kernel cannot pack only after calibrating. The
+    # usual sizes are known to pack; any other is looked up in the library (an import of
+    # seconds, which the dry run of a usual config does not pay).
+    if group_size not in USUAL_GROUP_SIZES and group_size not in (sizes := _kernel_group_sizes()):
         key = found.GROUP_KEY.format(method=method)
         raise QidError(
             f"config key {key!r}: group size {group_size} cannot be packed by GPTQModel's CPU "
-            f"kernel (TorchLinear: {', '.join(map(str, sizes))}); "
-            f"{type(model).__name__} layer {survey.layers[0].name!r} has input width "
-            f"{survey.layers[0].in_features}"
+            f"kernel (TorchLinear: {', '.join(map(str, sizes))})"
         )
+
+
+def check(model, bits: int, options: dict) -> None:
+    """Refuse, in one line, what GPTQModel cannot do on `model` (meta device)."""
+    check_layers(found.survey(model).layers, bits, options, type(model).__name__)
 
 
 def _warn_small_calibration(n_rows: int, mean_tokens: float) -> None:
