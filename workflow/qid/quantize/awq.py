@@ -27,6 +27,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torch import nn
+
 from qid import QidError
 from qid.quantize import layers as found
 
@@ -106,6 +108,7 @@ def check(model, bits: int, options: dict) -> None:
 
     from compressed_tensors.utils import match_modules_set, match_name
 
+    _import()  # with its log quieted, before any llmcompressor module
     survey = found.survey(model)
     conv1d = [layer.name for layer in survey.layers if layer.kind == "Conv1D"]
     if conv1d:
@@ -134,12 +137,37 @@ def check(model, bits: int, options: dict) -> None:
                     f"{survey.layers[0].name!r})"
                 )
         try:  # how llm-compressor pairs each smooth module with its balance layers, per block
-            for smooth_set, *_ in match_modules_set(model, (smooth, *balance)):
+            for smooth_set, *balance_sets in match_modules_set(model, (smooth, *balance)):
                 if len(smooth_set) > 1:
-                    raise ValueError(f"{len(smooth_set)} modules to smooth in one block")
+                    first = [n for n, m in model.named_modules() if m in smooth_set][:3]
+                    raise ValueError(f"one set of balance layers pairs with {first}: need one")
+                _check_widths(model, smooth_set[0], [m for s in balance_sets for m in s])
         except ValueError as e:
             first = str(e).splitlines()[0]
             raise QidError(f"awq: {where}: mapping {smooth!r} -> {balance}: {first}") from None
+
+
+def _check_widths(model, smooth, balance: list) -> None:
+    """The scales are one per input column of the balance layers; the smooth module must give
+    that many outputs (a fused Linear a multiple: llm-compressor scales its last rows, the v of
+    a fused qkv). What llm-compressor skips itself (v_proj -> o_proj under grouped-query
+    attention) passes."""
+    from llmcompressor.modifiers.transform.awq.base import _check_layers_are_compatible
+
+    names = {m: n for n, m in model.named_modules()}
+    widths = {m.in_features for m in balance if isinstance(m, nn.Linear)}
+    if len(widths) > 1:
+        raise ValueError(f"the balance layers read different widths {sorted(widths)}")
+    weight = getattr(smooth, "weight", None)
+    if not widths or weight is None:
+        return
+    (width,), out = widths, weight.shape[0]
+    if out == width or (isinstance(smooth, nn.Linear) and out % width == 0):
+        return
+    balance_names = [names[m] for m in balance]
+    if not _check_layers_are_compatible(smooth, names[smooth], balance, balance_names):
+        return  # skipped by llm-compressor
+    raise ValueError(f"{names[smooth]!r} gives {out} outputs, its balance layers read {width}")
 
 
 def _import():
