@@ -2,8 +2,10 @@
 
 `llmcompressor.oneshot` runs two modifiers on the fp32 checkpoint, on CPU: `AWQModifier` searches
 per-channel scales from the calibration activations and folds them into the weights (and their
-inverse into the preceding LayerNorm), then `QuantizationModifier` quantizes every Linear layer of
-the blocks with per-group asymmetric integer weights (min-max scales and zero points). The
+inverse into the preceding LayerNorm or Linear; which feeds which are the "mappings", see
+`resolve_mappings`), then `QuantizationModifier` quantizes the linear maps of the decoder blocks
+(`qid.quantize.layers.survey`, named one by one) with per-group asymmetric integer weights
+(min-max scales and zero points). The
 result is saved with `save_pretrained(save_compressed=True)`: the compressed-tensors
 "pack-quantized" format (weights packed into int32, fp32 scales, int zero points), the format
 vLLM serves. transformers has no packed int kernel for it, so `load` decompresses the weights as
@@ -25,6 +27,11 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torch import nn
+
+from qid import QidError
+from qid.quantize import layers as found
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
@@ -36,8 +43,8 @@ DEFAULT_CALIBRATION_LENGTH = 128
 # vLLM's Marlin) are 4-bit only; this storage does not depend on them.
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8)
 
-# GPT-NeoX layer mappings (llm-compressor infers mappings for Llama-style names only): each
-# LayerNorm's output feeds exactly one Linear layer, so AWQ can divide the LayerNorm's weight and
+# GPT-NeoX layer mappings (llm-compressor's registry has none for it): each LayerNorm's output
+# feeds exactly one Linear layer, so AWQ can divide the LayerNorm's weight and
 # bias by the scales s and multiply that Linear's input columns by s without changing the
 # function. With GPT-NeoX's parallel residual (Pythia's default) both LayerNorms read the same
 # block input x (attention(ln1(x)) + mlp(ln2(x)) + x), but each has its own affine parameters, so
@@ -51,6 +58,116 @@ MAPPINGS = (
     ("re:.*input_layernorm$", ["re:.*query_key_value$"]),
     ("re:.*post_attention_layernorm$", ["re:.*dense_h_to_4h$"]),
 )
+# Ours, by architecture class, ahead of llm-compressor's AWQ_MAPPING_REGISTRY.
+OUR_MAPPINGS = {"GPTNeoXForCausalLM": MAPPINGS}
+MAPPINGS_KEY = "methods.awq.mappings"
+GROUP_KEY = "methods.awq.group_size"
+# A config example for the message of an architecture without mappings.
+MAPPINGS_EXAMPLE = (
+    '[{smooth: ".*post_attention_layernorm$", balance: [".*gate_proj$", ".*up_proj$"]}]'
+)
+
+
+def _target(regex: str) -> str:
+    """A config regex as llm-compressor's target string (`re:` + a regex `re.match`ed on the
+    module's full name); a leading `re:` is accepted too."""
+    return regex if regex.startswith("re:") else "re:" + regex
+
+
+def resolve_mappings(model, options: dict) -> tuple[list[tuple[str, list[str]]], str]:
+    """The AWQ mappings (smooth regex, balance regexes) for `model`, and where they come from:
+    `methods.awq.mappings` > ours (OUR_MAPPINGS) > llm-compressor's registry, by class name.
+
+    llm-compressor itself falls back to Llama's names for an unknown architecture, which fails
+    with a mapping error on anything else; an architecture with none is refused here instead.
+    """
+    arch = type(model).__name__
+    if options.get("mappings") is not None:
+        return [
+            (_target(m["smooth"]), [_target(b) for b in m["balance"]]) for m in options["mappings"]
+        ], MAPPINGS_KEY
+    if arch in OUR_MAPPINGS:
+        return [(s, list(b)) for s, b in OUR_MAPPINGS[arch]], "qid"
+    _import()
+    from llmcompressor.modifiers.transform.awq.mappings import AWQ_MAPPING_REGISTRY
+
+    if arch in AWQ_MAPPING_REGISTRY:
+        registry = AWQ_MAPPING_REGISTRY[arch]
+        return [(m.smooth_layer, list(m.balance_layers)) for m in registry], "llm-compressor"
+    raise QidError(
+        f"awq: llm-compressor has no AWQ mappings for {arch}; give them as config key "
+        f"{MAPPINGS_KEY!r}, a list of a module to smooth and the linear layers it feeds, e.g. "
+        f"{MAPPINGS_EXAMPLE}"
+    )
+
+
+def check(model, bits: int, options: dict) -> None:
+    """Refuse, in one line and before any weights load, what llm-compressor's AWQ cannot do on
+    this architecture (`model` is on the meta device)."""
+    import re
+
+    from compressed_tensors.utils import match_modules_set, match_name
+
+    _import()  # with its log quieted, before any llmcompressor module
+    survey = found.survey(model)
+    conv1d = [layer.name for layer in survey.layers if layer.kind == "Conv1D"]
+    if conv1d:
+        raise QidError(
+            f"awq: {type(model).__name__} stores its linear maps as Conv1D (e.g. {conv1d[0]!r}) "
+            "and llm-compressor's AWQ quantizes nn.Linear only; use rtn or gptq for this model"
+        )
+    # compressed-tensors refuses a width the group size does not divide (llm-compressor's
+    # divisibility check; bypassed, its observers fail): no shorter last group as in rtn/gptq.
+    group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
+    found.check_group_size(survey.layers, group_size, "awq", partial_groups=False)
+
+    mappings, source = resolve_mappings(model, options)
+    names = [name for name, _ in model.named_modules()]
+    where = f"config key {MAPPINGS_KEY!r}" if source == MAPPINGS_KEY else f"{source}'s mappings"
+    for smooth, balance in mappings:
+        for target in (smooth, *balance):
+            try:
+                re.compile(target.removeprefix("re:"))
+            except re.error as e:
+                raise QidError(f"awq: {where}: {target!r} is not a regex ({e})") from None
+            if not any(match_name(name, target) for name in names):
+                raise QidError(
+                    f"awq: {where}: {target!r} matches no module of {type(model).__name__} "
+                    f"(a regex is matched from the start of a full name such as "
+                    f"{survey.layers[0].name!r})"
+                )
+        try:  # how llm-compressor pairs each smooth module with its balance layers, per block
+            for smooth_set, *balance_sets in match_modules_set(model, (smooth, *balance)):
+                if len(smooth_set) > 1:
+                    first = [n for n, m in model.named_modules() if m in smooth_set][:3]
+                    raise ValueError(f"one set of balance layers pairs with {first}: need one")
+                _check_widths(model, smooth_set[0], [m for s in balance_sets for m in s])
+        except ValueError as e:
+            first = str(e).splitlines()[0]
+            raise QidError(f"awq: {where}: mapping {smooth!r} -> {balance}: {first}") from None
+
+
+def _check_widths(model, smooth, balance: list) -> None:
+    """The scales are one per input column of the balance layers; the smooth module must give
+    that many outputs (a fused Linear a multiple: llm-compressor scales its last rows, the v of
+    a fused qkv). What llm-compressor skips itself (v_proj -> o_proj under grouped-query
+    attention) passes."""
+    from llmcompressor.modifiers.transform.awq.base import _check_layers_are_compatible
+
+    names = {m: n for n, m in model.named_modules()}
+    widths = {m.in_features for m in balance if isinstance(m, nn.Linear)}
+    if len(widths) > 1:
+        raise ValueError(f"the balance layers read different widths {sorted(widths)}")
+    weight = getattr(smooth, "weight", None)
+    if not widths or weight is None:
+        return
+    (width,), out = widths, weight.shape[0]
+    if out == width or (isinstance(smooth, nn.Linear) and out % width == 0):
+        return
+    balance_names = [names[m] for m in balance]
+    if not _check_layers_are_compatible(smooth, names[smooth], balance, balance_names):
+        return  # skipped by llm-compressor
+    raise ValueError(f"{names[smooth]!r} gives {out} outputs, its balance layers read {width}")
 
 
 def _import():
@@ -136,7 +253,14 @@ class _DropProgressBars(io.TextIOBase):
         self.stream.flush()
 
 
-def _recipe(bits: int, group_size: int, head: str, duo_scaling: bool, n_grid: int) -> list:
+def _recipe(
+    bits: int,
+    group_size: int,
+    targets: list[str],
+    mappings: list[tuple[str, list[str]]],
+    duo_scaling: bool,
+    n_grid: int,
+) -> list:
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
     from llmcompressor.modifiers.quantization import QuantizationModifier
     from llmcompressor.modifiers.transform.awq import AWQMapping, AWQModifier
@@ -150,18 +274,17 @@ def _recipe(bits: int, group_size: int, head: str, duo_scaling: bool, n_grid: in
         group_size=None if per_channel else group_size,
         dynamic=False,
     )
-    scheme = QuantizationScheme(targets=["Linear"], weights=weights)
-    mappings = [AWQMapping(smooth, balance) for smooth, balance in MAPPINGS]
+    # The surveyed layers by their exact names (not targets=["Linear"], which would also take the
+    # head and any Linear outside the blocks, e.g. OPT's project_in/out).
+    scheme = QuantizationScheme(targets=targets, weights=weights)
     return [
-        AWQModifier(mappings=mappings, duo_scaling=duo_scaling, n_grid=n_grid),
-        # The output head is a Linear too (named lm_head in transformers 5, embed_out on disk).
-        QuantizationModifier(config_groups={"group_0": scheme}, ignore=[head]),
+        AWQModifier(
+            mappings=[AWQMapping(smooth, balance) for smooth, balance in mappings],
+            duo_scaling=duo_scaling,
+            n_grid=n_grid,
+        ),
+        QuantizationModifier(config_groups={"group_0": scheme}),
     ]
-
-
-def _head_name(model) -> str:
-    head = model.get_output_embeddings()
-    return next(name for name, module in model.named_modules() if module is head)
 
 
 def _calibration_rows(tokenizer, texts: list[str], length: int) -> dict[str, list[list[int]]]:
@@ -204,7 +327,10 @@ def quantize(
     if not rows["input_ids"]:
         raise ValueError(f"awq: all {len(calibration)} calibration texts are empty")
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
-    recipe = _recipe(bits, group_size, _head_name(model), duo_scaling, n_grid)
+    survey = found.survey(model)
+    mappings, mappings_from = resolve_mappings(model, options)
+    targets = [layer.name for layer in survey.layers]
+    recipe = _recipe(bits, group_size, targets, mappings, duo_scaling, n_grid)
 
     metrics: list[dict] = []
     with (
@@ -234,6 +360,8 @@ def quantize(
         model.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)
 
+    _check_saved(out, targets)
+
     reductions = [m["reduction"] for m in metrics]
     return {
         "backend": "llmcompressor",
@@ -247,12 +375,33 @@ def quantize(
         "calibration_length": length,
         "duo_scaling": duo_scaling,
         "n_grid": n_grid,
+        "mappings_from": mappings_from,
+        "mappings": [{"smooth": smooth, "balance": balance} for smooth, balance in mappings],
+        # Mappings smoothed (one per matching block; llm-compressor skips e.g. v_proj -> o_proj
+        # under grouped-query attention, where the widths differ).
         "awq_mappings": len(metrics),
         # AWQ's output error with the chosen scales over that with identity scales, per mapping.
         "awq_error_ratio_mean": sum(reductions) / len(reductions) if reductions else None,
         "awq_error_ratio_min": min(reductions) if reductions else None,
         "weights_bytes": sum(p.stat().st_size for p in out.glob("*.safetensors")),
+        **survey.record(),
     }
+
+
+def _check_saved(out: Path, targets: list[str]) -> None:
+    """The saved checkpoint holds packed weights for exactly the surveyed layers."""
+    from safetensors import safe_open
+
+    packed = set()
+    for path in out.glob("*.safetensors"):
+        with safe_open(path, "pt") as f:
+            packed |= {k.removesuffix(".weight_packed") for k in f.keys() if k.endswith("_packed")}
+    if packed != set(targets):
+        missing, extra = sorted(set(targets) - packed), sorted(packed - set(targets))
+        raise QidError(
+            f"awq: {out} holds {len(packed)} quantized layers, {len(targets)} were surveyed "
+            f"(not quantized: {missing[:3]}; not surveyed: {extra[:3]})"
+        )
 
 
 def _saved_format(out: Path) -> str | None:
