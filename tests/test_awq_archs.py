@@ -44,13 +44,7 @@ def checkpoint(tmp_path_factory):
 
 def mean_nll(model, tokenizer) -> float:
     """Mean next-token NLL on held-out zoo texts (not the calibration ones)."""
-    seqs = [tokenizer(t)["input_ids"][:96] for t in zoo.make_texts(16, seed=123)]
-    ids, mask = zoo.pad_batch(seqs, tokenizer.eos_token_id)
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
-    nll = -torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
-    weight = mask[:, 1:].float()
-    return float((nll * weight).sum() / weight.sum())
+    return zoo.mean_nll(model, tokenizer, zoo.make_texts(16, seed=123))
 
 
 @pytest.fixture(scope="module")

@@ -150,7 +150,7 @@ def test_prepare_calibrates_by_default_within_the_model_context(model):
 
 
 def test_stdout_to_stderr_moves_file_descriptor_and_python_writes(capfd):
-    from qid.diagnose import stdout_to_stderr
+    from qid.streams import stdout_to_stderr
 
     with stdout_to_stderr():
         os.write(1, b"fd-level\n")  # what C extensions and captured streams do

@@ -39,17 +39,6 @@ LAYERS = {"llama": 7, "qwen2": 7, "mistral": 7, "olmo2": 7, "phi3": 4, "gpt_neox
           "opt": 6}  # fmt: skip
 
 
-def mean_nll(model, tokenizer, texts: list[str]) -> float:
-    ids, mask = zoo.pad_batch(
-        [tokenizer(t)["input_ids"][:96] for t in texts], tokenizer.eos_token_id
-    )
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
-    nll = -torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
-    weight = mask[:, 1:].float()
-    return float((nll * weight).sum() / weight.sum())
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("zoo")
@@ -82,7 +71,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from qid.quantize import gptq, load_quantized
 gptq._import()  # first, as qid does: the import prints a banner that must not reach stdout
 from gptqmodel.nn_modules.qlinear.torch import TorchLinear
-from test_gptq_archs import mean_nll
+from zoo import mean_nll
 cells, texts = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
 result = {}
 for key, (checkpoint, out) in cells.items():
@@ -236,7 +225,7 @@ def test_gptq_beats_rtn_when_calibrated_in_domain(tmp_path):
     checkpoint = build_wide_llama(tmp_path / "llama", steps=150)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     held_out = zoo.make_texts(64, seed=500)
-    base = mean_nll(AutoModelForCausalLM.from_pretrained(checkpoint), tokenizer, held_out)
+    base = zoo.mean_nll(AutoModelForCausalLM.from_pretrained(checkpoint), tokenizer, held_out)
     options = {
         "rtn": ({"group_size": 16}, None),
         "gptq": (
@@ -254,7 +243,7 @@ def test_gptq_beats_rtn_when_calibrated_in_domain(tmp_path):
                 quantize_cell(
                     checkpoint, out, out.with_suffix(".json"), method, bits, opts, calibration
                 )
-            qid[method] = mean_nll(load_quantized(method, out), tokenizer, held_out) - base
+            qid[method] = zoo.mean_nll(load_quantized(method, out), tokenizer, held_out) - base
             print(
                 f"{bits}-bit {method}: QiD {qid[method]:.4f} ({time.perf_counter() - start:.1f} s)"
             )

@@ -133,3 +133,13 @@ def build(arch: str, path: Path, steps: int = 60, seed: int = 0) -> Path:
     model.eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return Path(path)
+
+
+def mean_nll(model, tokenizer, texts: list[str]) -> float:
+    """Mean next-token NLL of `model` on `texts` (each cut at 96 tokens), padding masked."""
+    ids, mask = pad_batch([tokenizer(t)["input_ids"][:96] for t in texts], tokenizer.eos_token_id)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    nll = -torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+    weight = mask[:, 1:].float()
+    return float((nll * weight).sum() / weight.sum())

@@ -403,8 +403,8 @@ def _diagnose_checkpoint(args, fits: dict | None, law: dict) -> None:
         measure_cells,
         prepare,
         quantized_layers,
-        stdout_to_stderr,
     )
+    from qid.streams import stdout_to_stderr
 
     if len(args.texts) != 1:
         raise QidError("--checkpoint needs one --texts parquet to measure QiD on")

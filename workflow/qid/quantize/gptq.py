@@ -20,16 +20,15 @@ import csv
 import io
 import logging
 import os
-import sys
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from qid import QidError
 from qid.quantize import METHODS
 from qid.quantize import layers as found
+from qid.streams import stdout_to_stderr
 
 # Workarounds that must be in place before gptqmodel is first imported:
 # - GPTQModel sizes its CPU thread pool as (cores + 1) // 2, i.e. 1 worker on a 1- or 2-core
@@ -109,33 +108,9 @@ def _quiet():
                 setattr(obj, attr, value)
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Send everything written to stdout meanwhile to stderr, at the file-descriptor level too.
-
-    GPTQModel and LogBar print to stdout (warnings, progress, banners), and so may the g++ build
-    of its packing extension; `qid diagnose --json` prints its result there.
-    """
-    sys.stdout.flush()
-    try:
-        saved_fd = os.dup(1)
-    except OSError:  # no fd 1 at all: nothing to protect
-        saved_fd = None
-    if saved_fd is not None:
-        os.dup2(2, 1)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stdout.flush()
-        if saved_fd is not None:
-            os.dup2(saved_fd, 1)
-            os.close(saved_fd)
-
-
 def _import():
     """Import gptqmodel; always go through here (its import logs a banner at INFO)."""
-    with _stdout_to_stderr(), _quiet():
+    with stdout_to_stderr(), _quiet():
         import gptqmodel
     return gptqmodel
 
@@ -272,8 +247,8 @@ def quantize(
     options: dict,
     calibration: list[str] | None,
 ) -> dict[str, Any]:
-    """Quantize with GPTQModel; nothing reaches stdout (see `_stdout_to_stderr`)."""
-    with _stdout_to_stderr():
+    """Quantize with GPTQModel; nothing reaches stdout (see `stdout_to_stderr`)."""
+    with stdout_to_stderr():
         return _quantize(Path(checkpoint), Path(out), bits, options, calibration)
 
 
@@ -406,7 +381,7 @@ def load(path: Path, dtype=None):
     gptqmodel = _import()
     dtype = torch.float32 if dtype is None else dtype
     with (
-        _stdout_to_stderr(),
+        stdout_to_stderr(),
         _quiet(),
         _admit_fp32_torch_kernel() as kernel,
         # from_quantized print()s "adapter: None".
