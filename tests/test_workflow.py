@@ -110,6 +110,68 @@ def test_the_report_holds_the_figures(study):
     assert "fig12_weight_change" in html and "fig14_bitnet" in html and "bitnet.csv" in html
 
 
+# Rules that read no evaluation: a change to the evaluation settings must not rerun them.
+UPSTREAM = {"corpus", "eval_set", "calibration", "train", "train_bitnet", "weights"}
+
+
+def scheduled(workdir: Path, config: dict, tmp_path: Path) -> dict[str, int]:
+    """Jobs per rule that `snakemake -n` schedules in `workdir` for `config` ({}: none)."""
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
+    dry = snakemake(workdir, "-n", configfile=configfile)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    if "Nothing to be done" in dry.stdout:
+        return {}
+    stats = re.search(r"Job stats:\n(.*?)\n\n", dry.stdout, re.S).group(1)
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", stats, re.M))
+    return {rule: int(n) for rule, n in jobs.items() if rule != "total"}
+
+
+def with_evaluate(**settings) -> dict:
+    config = yaml.safe_load(MICRO.read_text())
+    config["evaluate"].update(settings)
+    return config
+
+
+def reversed_keys(obj):
+    """The same config with every mapping's keys in reverse order (lists kept as they are)."""
+    if isinstance(obj, dict):
+        return {k: reversed_keys(obj[k]) for k in reversed(list(obj))}
+    return obj
+
+
+def test_the_results_say_how_they_were_evaluated(study):
+    record = json.loads((study / "results/micro/eval/h32-l1/step8/rtn-2bit/sotu.json").read_text())
+    assert record["context"] == CONFIG["evaluate"]["context"]
+    assert record["batch_tokens"] == CONFIG["evaluate"]["batch_tokens"]
+    assert (record["dtype"], record["fake_quant"], record["reference_tokenizer"]) == (
+        "float32",
+        False,
+        "own",
+    )
+    table = pd.read_parquet(study / "results" / "qid.parquet")
+    assert (table.context == CONFIG["evaluate"]["context"]).all()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"context": 32}, {"batch_tokens": 1024}, {"dtype": "bfloat16"}, {"fake_quant": True}],
+    ids=lambda s: next(iter(s)),
+)
+def test_an_evaluation_setting_reruns_the_evaluations_and_no_training(study, tmp_path, settings):
+    assert scheduled(study, CONFIG, tmp_path) == {}  # the study is up to date
+    jobs = scheduled(study, with_evaluate(**settings), tmp_path)
+    suite = CONFIG["suites"]["micro"]
+    assert jobs.get("checkpoint_micro") == len(suite["sizes"]) * len(suite["steps"]), jobs
+    assert jobs.get("evaluate_bitnet") == len(CONFIG["bitnet"]["sizes"]), jobs
+    assert jobs.get("aggregate") == 1, jobs
+    assert not UPSTREAM & set(jobs), jobs
+
+
+def test_the_config_in_another_key_order_reruns_nothing(study, tmp_path):
+    assert scheduled(study, reversed_keys(CONFIG), tmp_path) == {}
+
+
 def test_one_cell_reruns_with_its_checkpoint_only(study):
     # The micro config runs one job per checkpoint (execution.per_job): asking for a cell's
     # output reruns that checkpoint's job and nothing else.
