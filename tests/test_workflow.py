@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -127,9 +128,11 @@ def scheduled(workdir: Path, config: dict, tmp_path: Path) -> dict[str, int]:
     return {rule: int(n) for rule, n in jobs.items() if rule != "total"}
 
 
-def with_evaluate(**settings) -> dict:
+def micro(per_job: str, **evaluate) -> dict:
+    """The micro config cut into jobs by `per_job`, with `evaluate` settings over its own."""
     config = yaml.safe_load(MICRO.read_text())
-    config["evaluate"].update(settings)
+    config["execution"]["per_job"] = per_job
+    config["evaluate"].update(evaluate)
     return config
 
 
@@ -138,6 +141,29 @@ def reversed_keys(obj):
     if isinstance(obj, dict):
         return {k: reversed_keys(obj[k]) for k in reversed(list(obj))}
     return obj
+
+
+@pytest.fixture(scope="module")
+def per_cell(study, tmp_path_factory) -> Path:
+    """The study's results as if one job per cell had made them: `--touch` records those jobs'
+    params without running them (the quantized models are temp: gone, and no job reads them)."""
+    workdir = tmp_path_factory.mktemp("per_cell")
+    shutil.copytree(study / "results", workdir / "results")
+    configfile = workdir / "config.yaml"
+    configfile.write_text(yaml.safe_dump(micro("cell"), sort_keys=False))
+    touch = snakemake(workdir, "--touch", "--forceall", configfile=configfile)
+    assert touch.returncode == 0, touch.stderr[-2000:]
+    return workdir
+
+
+def evaluation_jobs(per_job: str) -> dict[str, int]:
+    """The jobs that evaluate the grid's models, per rule, in either cut."""
+    suite = CONFIG["suites"]["micro"]
+    n_ckpt = len(suite["sizes"]) * len(suite["steps"])
+    if per_job == "checkpoint":
+        return {"checkpoint_micro": n_ckpt}
+    per_ckpt = sum(len(m["bits"]) for m in CONFIG["methods"].values())
+    return {"evaluate_base": n_ckpt, "quantize": n_ckpt * per_ckpt}
 
 
 def test_the_results_say_how_they_were_evaluated(study):
@@ -153,23 +179,29 @@ def test_the_results_say_how_they_were_evaluated(study):
     assert (table.context == CONFIG["evaluate"]["context"]).all()
 
 
+@pytest.mark.parametrize("per_job", ["checkpoint", "cell"])
+def test_the_config_in_another_key_order_reruns_nothing(request, per_job, tmp_path):
+    workdir = request.getfixturevalue("study" if per_job == "checkpoint" else "per_cell")
+    assert scheduled(workdir, micro(per_job), tmp_path) == {}  # up to date: what follows counts
+    assert scheduled(workdir, reversed_keys(micro(per_job)), tmp_path) == {}
+
+
+@pytest.mark.parametrize("per_job", ["checkpoint", "cell"])
 @pytest.mark.parametrize(
-    "settings",
+    "setting",
     [{"context": 32}, {"batch_tokens": 1024}, {"dtype": "bfloat16"}, {"fake_quant": True}],
     ids=lambda s: next(iter(s)),
 )
-def test_an_evaluation_setting_reruns_the_evaluations_and_no_training(study, tmp_path, settings):
-    assert scheduled(study, CONFIG, tmp_path) == {}  # the study is up to date
-    jobs = scheduled(study, with_evaluate(**settings), tmp_path)
-    suite = CONFIG["suites"]["micro"]
-    assert jobs.get("checkpoint_micro") == len(suite["sizes"]) * len(suite["steps"]), jobs
+def test_an_evaluation_setting_reruns_the_evaluations_and_no_training(
+    request, per_job, setting, tmp_path
+):
+    workdir = request.getfixturevalue("study" if per_job == "checkpoint" else "per_cell")
+    jobs = scheduled(workdir, micro(per_job, **setting), tmp_path)
+    for rule, n in evaluation_jobs(per_job).items():
+        assert jobs.get(rule) == n, (rule, jobs)
     assert jobs.get("evaluate_bitnet") == len(CONFIG["bitnet"]["sizes"]), jobs
     assert jobs.get("aggregate") == 1, jobs
     assert not UPSTREAM & set(jobs), jobs
-
-
-def test_the_config_in_another_key_order_reruns_nothing(study, tmp_path):
-    assert scheduled(study, reversed_keys(CONFIG), tmp_path) == {}
 
 
 def test_one_cell_reruns_with_its_checkpoint_only(study):
