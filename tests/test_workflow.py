@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -108,6 +109,99 @@ def test_the_report_holds_the_figures(study):
     html = (study / "results" / "report.html").read_text(errors="replace")
     assert "fig6_unified_law" in html and "Eq. (8)" in html
     assert "fig12_weight_change" in html and "fig14_bitnet" in html and "bitnet.csv" in html
+
+
+# Rules that read no evaluation: a change to the evaluation settings must not rerun them.
+UPSTREAM = {"corpus", "eval_set", "calibration", "train", "train_bitnet", "weights"}
+
+
+def scheduled(workdir: Path, config: dict, tmp_path: Path) -> dict[str, int]:
+    """Jobs per rule that `snakemake -n` schedules in `workdir` for `config` ({}: none)."""
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
+    dry = snakemake(workdir, "-n", configfile=configfile)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    if "Nothing to be done" in dry.stdout:
+        return {}
+    stats = re.search(r"Job stats:\n(.*?)\n\n", dry.stdout, re.S).group(1)
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", stats, re.M))
+    return {rule: int(n) for rule, n in jobs.items() if rule != "total"}
+
+
+def micro(per_job: str, **evaluate) -> dict:
+    """The micro config cut into jobs by `per_job`, with `evaluate` settings over its own."""
+    config = yaml.safe_load(MICRO.read_text())
+    config["execution"]["per_job"] = per_job
+    config["evaluate"].update(evaluate)
+    return config
+
+
+def reversed_keys(obj):
+    """The same config with every mapping's keys in reverse order (lists kept as they are)."""
+    if isinstance(obj, dict):
+        return {k: reversed_keys(obj[k]) for k in reversed(list(obj))}
+    return obj
+
+
+@pytest.fixture(scope="module")
+def per_cell(study, tmp_path_factory) -> Path:
+    """The study's results as if one job per cell had made them: `--touch` records those jobs'
+    params without running them (the quantized models are temp: gone, and no job reads them)."""
+    workdir = tmp_path_factory.mktemp("per_cell")
+    shutil.copytree(study / "results", workdir / "results")
+    configfile = workdir / "config.yaml"
+    configfile.write_text(yaml.safe_dump(micro("cell"), sort_keys=False))
+    touch = snakemake(workdir, "--touch", "--forceall", configfile=configfile)
+    assert touch.returncode == 0, touch.stderr[-2000:]
+    return workdir
+
+
+def evaluation_jobs(per_job: str) -> dict[str, int]:
+    """The jobs that evaluate the grid's models, per rule, in either cut."""
+    suite = CONFIG["suites"]["micro"]
+    n_ckpt = len(suite["sizes"]) * len(suite["steps"])
+    if per_job == "checkpoint":
+        return {"checkpoint_micro": n_ckpt}
+    per_ckpt = sum(len(m["bits"]) for m in CONFIG["methods"].values())
+    return {"evaluate_base": n_ckpt, "quantize": n_ckpt * per_ckpt}
+
+
+def test_the_results_say_how_they_were_evaluated(study):
+    record = json.loads((study / "results/micro/eval/h32-l1/step8/rtn-2bit/sotu.json").read_text())
+    assert record["context"] == CONFIG["evaluate"]["context"]
+    assert record["batch_tokens"] == CONFIG["evaluate"]["batch_tokens"]
+    assert (record["dtype"], record["fake_quant"], record["reference_tokenizer"]) == (
+        "float32",
+        False,
+        "own",
+    )
+    table = pd.read_parquet(study / "results" / "qid.parquet")
+    assert (table.context == CONFIG["evaluate"]["context"]).all()
+
+
+@pytest.mark.parametrize("per_job", ["checkpoint", "cell"])
+def test_the_config_in_another_key_order_reruns_nothing(request, per_job, tmp_path):
+    workdir = request.getfixturevalue("study" if per_job == "checkpoint" else "per_cell")
+    assert scheduled(workdir, micro(per_job), tmp_path) == {}  # up to date: what follows counts
+    assert scheduled(workdir, reversed_keys(micro(per_job)), tmp_path) == {}
+
+
+@pytest.mark.parametrize("per_job", ["checkpoint", "cell"])
+@pytest.mark.parametrize(
+    "setting",
+    [{"context": 32}, {"batch_tokens": 1024}, {"dtype": "bfloat16"}, {"fake_quant": True}],
+    ids=lambda s: next(iter(s)),
+)
+def test_an_evaluation_setting_reruns_the_evaluations_and_no_training(
+    request, per_job, setting, tmp_path
+):
+    workdir = request.getfixturevalue("study" if per_job == "checkpoint" else "per_cell")
+    jobs = scheduled(workdir, micro(per_job, **setting), tmp_path)
+    for rule, n in evaluation_jobs(per_job).items():
+        assert jobs.get(rule) == n, (rule, jobs)
+    assert jobs.get("evaluate_bitnet") == len(CONFIG["bitnet"]["sizes"]), jobs
+    assert jobs.get("aggregate") == 1, jobs
+    assert not UPSTREAM & set(jobs), jobs
 
 
 def test_one_cell_reruns_with_its_checkpoint_only(study):

@@ -39,7 +39,8 @@ def paired_se(nll_q: list[float], nll_16: list[float], reference_tokens: int) ->
 
 def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
     records = read_records(paths)
-    for column in ("fingerprint", "weights"):  # absent from records made before fingerprints
+    # Absent from records made before fingerprints (and before they recorded their context).
+    for column in ("fingerprint", "weights", "context"):
         if column not in records.columns:
             records[column] = None
     base = records[records.method == BASE]
@@ -58,8 +59,16 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
             "seed",
             "fingerprint",
             "weights",
+            "context",
         ]
-    ].rename(columns={"loss": "loss_16", "nll_sum": "nll_sum_16", "nll_per_text": "nll_16"})
+    ].rename(
+        columns={
+            "loss": "loss_16",
+            "nll_sum": "nll_sum_16",
+            "nll_per_text": "nll_16",
+            "context": "context_16",
+        }
+    )
     quant = quant[
         [
             *KEY,
@@ -72,6 +81,7 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
             "reference_tokenizer",
             "nll_per_text",
             "versions",
+            "context",
         ]
     ].rename(columns={"loss": "loss_q", "nll_sum": "nll_sum_q", "nll_per_text": "nll_q"})
     table = quant.merge(base, on=KEY, how="left", validate="many_to_one")
@@ -81,6 +91,17 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
         raise QidError(
             f"no 16-bit evaluation for {row['suite']}/{row['size']}/step{row['step']} "
             f"on eval set {row.eval_set!r}"
+        )
+    # A QiD of losses measured with different windows measures the windows, not quantization.
+    differ = table[
+        table.context.notna() & table.context_16.notna() & (table.context != table.context_16)
+    ]
+    if not differ.empty:
+        row = differ.iloc[0]
+        raise QidError(
+            f"{row['suite']}/{row['size']}/step{row['step']} {row['method']}-{row['bits']}bit "
+            f"on {row.eval_set!r} was evaluated with context {row.context}, its 16-bit model "
+            f"with context {row.context_16}"
         )
     table["qid"] = table.loss_q - table.loss_16
     table["qid_se"] = [
@@ -110,6 +131,7 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
         "reference_tokens",
         "texts",
         "reference_tokenizer",
+        "context",
         "seed",
         "fingerprint",
         "flag",

@@ -229,6 +229,11 @@ def run(
             "checkpoint": str(checkpoint),
             "model": str(source),
             "reference_tokenizer": reference_tokenizer or "own",
+            # The settings a loss depends on, so that a result says how it was measured (score's
+            # batch_tokens is provenance: padding under a causal mask changes nothing).
+            "context": context,
+            "dtype": str(resolve_dtype(dtype, device)).removeprefix("torch."),
+            "fake_quant": fake_quant,
             "seed": meta.get("seed"),
             # The 16-bit checkpoint's weights (qid.integrity), for aggregate's duplicate check.
             "fingerprint": meta.get("fingerprint"),

@@ -96,12 +96,13 @@ def suite_methods(config: dict, suite: str) -> list[str]:
 
 
 def suite_variants(config: dict, suite: str) -> list[tuple[str, int]]:
-    """The (method, bits) pairs every checkpoint of a suite is quantized with."""
-    return [
+    """The (method, bits) pairs every checkpoint of a suite is quantized with, sorted: they
+    reach the workflow's jobs as params, so the config's key order must not change them."""
+    return sorted(
         (method, bits)
         for method in suite_methods(config, suite)
         for bits in config["methods"][method]["bits"]
-    ]
+    )
 
 
 def cells(config: dict) -> Iterator[Cell]:

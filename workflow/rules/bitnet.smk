@@ -45,9 +45,10 @@ rule evaluate_bitnet:
         runtime=gpu_job("runtime"),
     params:
         checkpoint=lambda w, input: f"{input.checkpoints}/step{w.step}",
-        evaluation=lambda w, input, output: eval_args(input.texts, output.evals, "out"),
+        texts=lambda w, input, output: eval_io(input.texts, output.evals, "out"),
+        evaluation=EVAL_SETTINGS,
     shell:
-        "qid evaluate --checkpoint {params.checkpoint} {params.evaluation}"
+        "qid evaluate --checkpoint {params.checkpoint} {params.texts} {params.evaluation}"
         " --threads {threads} > {log} 2>&1"
 
 

@@ -90,12 +90,15 @@ def gpu_job(key, jobs=1):
 
 
 def as_arg(obj):
-    """A config block as one shell-quoted JSON argument of the qid CLI."""
-    return shlex.quote(json.dumps(obj, separators=(",", ":")))
+    """A config block as one shell-quoted JSON argument of the qid CLI. Keys sorted: params
+    are Snakemake's rerun trigger, and a config's key order or formatting changes no result.
+    """
+    return shlex.quote(json.dumps(obj, sort_keys=True, separators=(",", ":")))
 
 
 def suite_cells(suite):
-    """`--cells` of a suite's checkpoints: method:bits,..."""
+    """`--cells` of a suite's checkpoints: method:bits,... (in grid.suite_variants' canonical
+    order)."""
     return ",".join(f"{m}:{b}" for m, b in grid.suite_variants(config, suite))
 
 
@@ -138,14 +141,19 @@ def eval_texts():
     return EVAL_TEXTS
 
 
-def eval_args(texts, outs=None, flag=None):
-    """`--texts A [--<flag> A.json] ...` plus the evaluation settings from the config."""
-    ev = config["evaluate"]
+def eval_io(texts, outs=None, flag=None):
+    """`--texts A [--<flag> A.json] ...`: paths only (a derived param, not a rerun trigger)."""
     if outs is None:
-        args = [f"--texts {t}" for t in texts]
-    else:
-        args = [f"--texts {t} --{flag} {o}" for t, o in zip(texts, outs)]
-    args += [
+        return " ".join(f"--texts {t}" for t in texts)
+    return " ".join(f"--texts {t} --{flag} {o}" for t, o in zip(texts, outs))
+
+
+def eval_settings():
+    """The evaluation settings from the config, as arguments. Every rule that evaluates takes
+    them as a plain params value, computed from the config alone: Snakemake leaves params
+    computed from `input`/`output` out of its rerun trigger."""
+    ev = config["evaluate"]
+    args = [
         f"--context {ev['context']}",
         f"--batch-tokens {ev['batch_tokens']}",
         f"--dtype {ev.get('dtype', 'auto')}",
@@ -155,6 +163,9 @@ def eval_args(texts, outs=None, flag=None):
     if ev.get("reference_tokenizer"):
         args.append(f"--reference-tokenizer {shlex.quote(ev['reference_tokenizer'])}")
     return " ".join(args)
+
+
+EVAL_SETTINGS = eval_settings()
 
 
 def cell_inputs(wildcards):

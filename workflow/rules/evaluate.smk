@@ -22,9 +22,8 @@ if not PER_CHECKPOINT:
             runtime=gpu_job("runtime"),
         params:
             checkpoint=checkpoint_path,
-            evaluation=lambda w, input, output: eval_args(
-                input.texts, output.evals, "out"
-            ),
+            texts=lambda w, input, output: eval_io(input.texts, output.evals, "out"),
+            evaluation=EVAL_SETTINGS,
         shell:
-            "qid evaluate --checkpoint {params.checkpoint} {params.evaluation}"
+            "qid evaluate --checkpoint {params.checkpoint} {params.texts} {params.evaluation}"
             " --threads {threads} > {log} 2>&1"

@@ -31,12 +31,13 @@ if PER_CHECKPOINT:
                 cells=suite_cells(suite),
                 options=suite_options(suite),
                 calibration=calibration_arg,
-                evaluation=lambda w, input: eval_args(input.texts),
+                texts=lambda w, input: eval_io(input.texts),
+                evaluation=EVAL_SETTINGS,
             shell:
                 "qid cells --suite {wildcards.suite} --size {wildcards.size}"
                 " --step {wildcards.step} --checkpoint {params.checkpoint}"
                 " --cells {params.cells} --options {params.options} {params.calibration}"
-                " {params.evaluation} --threads {threads} > {log} 2>&1"
+                " {params.texts} {params.evaluation} --threads {threads} > {log} 2>&1"
 
     # Any other cell path: one line naming the method or bit width that is not in the grid
     # (the checkpoint rules above only produce the configured cells).
@@ -86,11 +87,12 @@ else:
             checkpoint=checkpoint_path,
             options=lambda w: as_arg(grid.method_options(config, w.method)),
             calibration=calibration_arg,
-            evaluation=lambda w, input, output: eval_args(
+            texts=lambda w, input, output: eval_io(
                 input.texts, output.evals, "eval-out"
             ),
+            evaluation=EVAL_SETTINGS,
         shell:
             "qid quantize --checkpoint {params.checkpoint} --method {wildcards.method}"
             " --bits {wildcards.bits} --out {output.model} --record {output.record}"
-            " {params.calibration} --options {params.options} {params.evaluation}"
+            " {params.calibration} --options {params.options} {params.texts} {params.evaluation}"
             " --threads {threads} > {log} 2>&1"
