@@ -134,8 +134,8 @@ def test_prepare_calibrates_by_default_within_the_model_context(model):
 
     path, texts, calibration = model
     options = {"rtn": OPTIONS, "gptq": {"group_size": 32}}
-    plan = prepare(path, texts, ["rtn", "gptq"], [2, 3], options)
-    assert [(m, b) for m, b, _ in plan.cells] == [("rtn", 2), ("rtn", 3), ("gptq", 2), ("gptq", 3)]
+    plan = prepare(path, texts, ["rtn", "gptq"], [2, 4], options)
+    assert [(m, b) for m, b, _ in plan.cells] == [("rtn", 2), ("rtn", 4), ("gptq", 2), ("gptq", 4)]
     assert list(plan.calibration) == ["gptq"] and len(plan.calibration["gptq"]) == 256
     # The zoo's models take 128 positions: fewer than the 256 tokens GPTQModel recommends.
     used = plan.calibration_info["gptq"]
