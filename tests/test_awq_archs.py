@@ -173,3 +173,16 @@ def test_the_readme_awq_example_is_valid_and_the_one_tested():
     config = yaml.safe_load((root / "config" / "config.yaml").read_text())
     config["methods"]["awq"] = block["methods"]["awq"]
     check_config(copy.deepcopy(config))
+
+
+def test_llm_compressor_writes_nothing_to_stdout(checkpoint, tmp_path, capfd):
+    """Its loguru console log goes to stderr: stdout is qid's own (`qid diagnose --json`)."""
+    from qid.quantize import awq
+
+    ckpt, out = checkpoint("gpt_neox"), tmp_path / "q"
+    capfd.readouterr()  # building the model (a tokenizer's progress) is not the backend
+    awq.quantize(ckpt, out, 4, OPTIONS, zoo.make_texts(8, seed=7))
+    awq.load(out)
+    captured = capfd.readouterr()
+    assert captured.out == "", captured.out[-2000:]
+    assert "No accelerator available" in captured.err  # kept: on a GPU node it means trouble

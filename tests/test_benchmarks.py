@@ -87,3 +87,18 @@ def test_batch_tokens_from_memory():
     tokens = gpu_throughput.batch_tokens_for(80 * 10**9, 50304, 768, 2048, 0.5)
     assert tokens % 2048 == 0 and 30_000 < tokens < 80_000
     assert gpu_throughput.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+
+
+def test_the_zoo_table_measures_or_names_the_refusal():
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo.py"
+    argv = ["--archs", "gpt2,opt", "--methods", "rtn,awq", "--steps", "20"]
+    run = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith(("| gpt2", "| opt"))]
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in lines}
+    assert rows[("gpt2", "rtn")].split("|")[3].strip() == "8"  # GPT-2's Conv1D layers
+    assert float(rows[("gpt2", "rtn")].split("|")[4]) > 0  # QiD at 2 bits
+    assert "refused: awq: GPT2LMHeadModel stores its linear maps as Conv1D" in rows[("gpt2", "awq")]
+    assert "no AWQ mappings for OPTForCausalLM" in rows[("opt", "awq")]

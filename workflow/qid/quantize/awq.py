@@ -31,6 +31,7 @@ from torch import nn
 
 from qid import QidError
 from qid.quantize import layers as found
+from qid.streams import stdout_to_stderr
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -171,16 +172,20 @@ def _check_widths(model, smooth, balance: list) -> None:
 
 
 def _import():
-    """Import llmcompressor with its console log at WARNING.
+    """Import llmcompressor with its console log at WARNING, on stderr.
 
-    Its import (re)configures loguru to print INFO to stdout (a line per lifecycle step); the
-    repeated "No accelerator available! Compressing model on CPU instead" warnings are kept: on a
-    GPU node they would mean the GPU was not seen.
+    Its import (re)configures loguru to print INFO to stdout (a line per lifecycle step), and
+    stdout is for qid's own output (`qid diagnose --json`); the repeated "No accelerator
+    available! Compressing model on CPU instead" warnings are kept: on a GPU node they would
+    mean the GPU was not seen.
     """
-    import llmcompressor
-    from llmcompressor.logger import LoggerConfig, configure_logger
+    with stdout_to_stderr():  # what the import itself logs
+        import llmcompressor
+        from llmcompressor.logger import LoggerConfig, configure_logger
+    from loguru import logger
 
-    configure_logger(LoggerConfig(console_log_level="WARNING"))
+    configure_logger(LoggerConfig(console_log_level=None))  # drops its stdout sink
+    logger.add(sys.stderr, level="WARNING", format="{time} | {function} | {level} - {message}")
     return llmcompressor
 
 
@@ -334,6 +339,8 @@ def quantize(
 
     metrics: list[dict] = []
     with (
+        # llm-compressor logs (loguru) to stdout; stdout is for qid's own output.
+        stdout_to_stderr(),
         _no_pinned_memory_without_accelerator(),
         _awq_error_metrics(metrics),
         contextlib.redirect_stderr(_DropProgressBars(sys.stderr)),
