@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -46,20 +48,48 @@ def _properties(node: dict, root: dict) -> set[str]:
     return keys
 
 
-def check_schema(config: dict, schema_path: Path = SCHEMA) -> None:
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+@cache
+def load_schema(path: Path = SCHEMA) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+@dataclass(frozen=True)
+class SchemaProblem:
+    """The first thing wrong with an instance: where, what jsonschema says, and for a key the
+    schema does not allow, that key and the keys allowed there."""
+
+    path: list
+    message: str
+    unknown: str | None = None
+    allowed: tuple[str, ...] = ()
+
+
+def schema_problem(instance: Any, node: dict, root: dict) -> SchemaProblem | None:
+    """`instance` against the schema `node` of the schema `root` (whose definitions it may
+    $ref); None when valid."""
+    validator = jsonschema.Draft202012Validator({**node, "definitions": root["definitions"]})
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
     if error is None:
-        return
+        return None
+    path = list(error.absolute_path)
     if error.validator in ("additionalProperties", "unevaluatedProperties"):
-        allowed = sorted(_properties(error.schema, schema))
-        extra = sorted(set(error.instance) - set(allowed))
+        allowed = tuple(sorted(_properties(error.schema, root)))
+        unknown = sorted(set(error.instance) - set(allowed))[0]
+        return SchemaProblem([*path, unknown], error.message, unknown, allowed)
+    return SchemaProblem(path, error.message)
+
+
+def check_schema(config: dict, schema_path: Path = SCHEMA) -> None:
+    schema = load_schema(schema_path)
+    problem = schema_problem(config, schema, schema)
+    if problem is None:
+        return
+    if problem.unknown is not None:
         raise ConfigError(
-            f"config key {_where([*error.absolute_path, extra[0]])!r} is not allowed "
-            f"(misspelled? allowed here: {', '.join(allowed)})"
+            f"config key {_where(problem.path)!r} is not allowed "
+            f"(misspelled? allowed here: {', '.join(problem.allowed)})"
         )
-    raise ConfigError(f"config key {_where(error.absolute_path)!r}: {error.message}")
+    raise ConfigError(f"config key {_where(problem.path)!r}: {problem.message}")
 
 
 def check_semantics(config: dict) -> None:

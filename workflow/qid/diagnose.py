@@ -152,28 +152,21 @@ def split_options(options: dict, methods: list[str]) -> dict[str, dict]:
 def check_options(method: str, bits: int, options: dict) -> None:
     """Refuse (one line naming the option) what the config schema's `methods` item refuses: a
     misspelled option must not quietly fall back to the backend's default."""
-    import jsonschema
-    import yaml
+    from qid.config import load_schema, schema_problem
 
-    from qid.config import SCHEMA, _properties
-
-    root = yaml.safe_load(SCHEMA.read_text())
-    item = {**root["properties"]["methods"]["additionalProperties"]}
-    item["definitions"] = root["definitions"]  # for its $refs
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(item).iter_errors({**options, "bits": [bits]})
+    root = load_schema()
+    problem = schema_problem(
+        {**options, "bits": [bits]}, root["properties"]["methods"]["additionalProperties"], root
     )
-    if error is None:
+    if problem is None:
         return
-    if error.validator == "additionalProperties":
-        allowed = sorted(_properties(item, root) - {"bits"})
-        extra = sorted(set(error.instance) - set(allowed) - {"bits"})
+    if problem.unknown is not None:
         raise QidError(
-            f"--options for method {method!r}: option {extra[0]!r} is not known "
-            f"(misspelled? known: {', '.join(allowed)})"
+            f"--options for method {method!r}: option {problem.unknown!r} is not known "
+            f"(misspelled? known: {', '.join(k for k in problem.allowed if k != 'bits')})"
         )
-    where = ".".join(str(p) for p in error.absolute_path)
-    raise QidError(f"--options for method {method!r}: option {where!r}: {error.message}")
+    where = ".".join(str(p) for p in problem.path)
+    raise QidError(f"--options for method {method!r}: option {where!r}: {problem.message}")
 
 
 def check_texts(path: Path, flag: str) -> int:
