@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from qid import QidError
+from qid.quantize import METHODS
 from qid.quantize import layers as found
 from qid.streams import stdout_to_stderr
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-DEFAULT_GROUP_SIZE = 128
+DEFAULT_GROUP_SIZE = METHODS["awq"].group_size
 DEFAULT_CALIBRATION_LENGTH = 128
 # Bit widths run end to end here (quantize, save packed, reload, loss): compressed-tensors packs
 # 1 to 8 bits into int32 and AWQ's grid search is bit-agnostic (1 bit also runs, but two levels
@@ -62,7 +63,6 @@ MAPPINGS = (
 # Ours, by architecture class, ahead of llm-compressor's AWQ_MAPPING_REGISTRY.
 OUR_MAPPINGS = {"GPTNeoXForCausalLM": MAPPINGS}
 MAPPINGS_KEY = "methods.awq.mappings"
-GROUP_KEY = "methods.awq.group_size"
 # A config example for the message of an architecture without mappings.
 MAPPINGS_EXAMPLE = (
     '[{smooth: ".*post_attention_layernorm$", balance: [".*gate_proj$", ".*up_proj$"]}]'
@@ -120,7 +120,7 @@ def check(model, bits: int, options: dict) -> None:
     # compressed-tensors refuses a width the group size does not divide (llm-compressor's
     # divisibility check; bypassed, its observers fail): no shorter last group as in rtn/gptq.
     group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
-    found.check_group_size(survey.layers, group_size, "awq", partial_groups=False)
+    found.check_group_size(survey.layers, group_size, "awq", METHODS["awq"].partial_groups)
 
     mappings, source = resolve_mappings(model, options)
     names = [name for name, _ in model.named_modules()]

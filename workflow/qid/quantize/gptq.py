@@ -51,7 +51,7 @@ for _name in ("torchao", "torch.utils._pytree", "tokenicer.tokenicer"):
 # tokens): the registry's. A length given by the config (data.calibration.length) wins.
 RECOMMENDED = METHODS["gptq"].recommended
 DEFAULT_CALIBRATION_LENGTH = RECOMMENDED.length
-DEFAULT_GROUP_SIZE = 128  # GPTQModel's QuantizeConfig default
+DEFAULT_GROUP_SIZE = METHODS["gptq"].group_size  # 128, as GPTQModel's QuantizeConfig
 # GPTQModel's own warnings about the calibration size, replaced by ours (which names the keys).
 _LIBRARY_CALIBRATION_WARNINGS = (
     "Calibration dataset size should be more than",
@@ -160,7 +160,9 @@ def check_layers(layers: list[found.Layer], bits: int, options: dict, where: str
                     f"columns at a time, and layer {layer.name!r} of {where} has input width "
                     f"{layer.in_features}; use 2, 4 or 8 bits on this model"
                 )
-    found.check_group_size(layers, group_size, method, partial_groups=True, where=f" of {where}")
+    found.check_group_size(
+        layers, group_size, method, METHODS["gptq"].partial_groups, where=f" of {where}"
+    )
     # GPTQModel raises for a group size its CPU kernel cannot pack only after calibrating. The
     # usual sizes are known to pack; any other is looked up in the library (an import of
     # seconds, which the dry run of a usual config does not pay).

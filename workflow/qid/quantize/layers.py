@@ -20,15 +20,14 @@ from torch import nn
 
 from qid import QidError
 
-# The config key every group size comes from (issue messages name it).
+# The config key every group size comes from (error messages name it).
 GROUP_KEY = "methods.{method}.group_size"
 
 
-def _conv1d_type() -> type | None:
-    try:
-        from transformers.pytorch_utils import Conv1D
-    except ImportError:  # pragma: no cover - transformers always has it
-        return None
+def _conv1d_type() -> type:
+    # Imported when a model is surveyed: the dry run only needs `neox_layers`.
+    from transformers.pytorch_utils import Conv1D
+
     return Conv1D
 
 
@@ -71,8 +70,7 @@ def as_layer(name: str, module: nn.Module) -> Layer | None:
     """A `Layer` for a linear map, None for any other module."""
     if isinstance(module, nn.Linear):
         return Layer(name, "Linear", module.in_features, module.out_features)
-    conv1d = _conv1d_type()
-    if conv1d is not None and isinstance(module, conv1d):
+    if isinstance(module, _conv1d_type()):
         n_in, n_out = module.weight.shape
         return Layer(name, "Conv1D", n_in, n_out)
     return None

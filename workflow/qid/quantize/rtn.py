@@ -66,7 +66,8 @@ def check(model: torch.nn.Module, bits: int, options: dict) -> None:
     granularities, and is refused."""
     group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
     survey = found.survey(model, include_head=bool(options.get("quantize_head", False)))
-    found.check_group_size(survey.layers, group_size, options["method"], partial_groups=True)
+    method = options["method"]
+    found.check_group_size(survey.layers, group_size, method, METHODS[method].partial_groups)
 
 
 def quantize(checkpoint: Path, out: Path, bits: int, options: dict, calibration=None) -> dict:
