@@ -136,6 +136,18 @@ def test_awq_options_are_accepted():
             lambda c: c["methods"].update(released={"bits": [8]}),
             r"'methods.released.bits': method 'released' does not support 8-bit",
         ),
+        (  # the cell would be quantized and evaluated twice
+            lambda c: c["methods"]["rtn"].update(bits=[2, 4, 4]),
+            r"^config key 'methods.rtn.bits': bit width 4 is listed twice$",
+        ),
+        (
+            lambda c: c["suites"]["neox-sotu"].update(methods=["rtn", "gptq", "rtn"]),
+            r"^config key 'suites.neox-sotu.methods': method 'rtn' is listed twice$",
+        ),
+        (
+            lambda c: c["bitnet"].update(sizes=["h64-l2", "h64-l2"]),
+            r"^config key 'bitnet.sizes': size 'h64-l2' is listed twice$",
+        ),
     ],
 )
 def test_bad_config_gets_one_line_naming_the_culprit(edit, message):

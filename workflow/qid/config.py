@@ -76,7 +76,19 @@ def schema_problem(instance: Any, node: dict, root: dict) -> SchemaProblem | Non
         allowed = tuple(sorted(_properties(error.schema, root)))
         unknown = sorted(set(error.instance) - set(allowed))[0]
         return SchemaProblem([*path, unknown], error.message, unknown, allowed)
+    if error.validator == "uniqueItems":
+        return SchemaProblem(path, _listed_twice(error.instance, error.schema) or error.message)
     return SchemaProblem(path, error.message)
+
+
+def _listed_twice(items: list, node: dict) -> str | None:
+    """Name the first repeated item ("bit width 4 is listed twice") rather than jsonschema's
+    whole list ("[2, 4, 4] has non-unique elements"); the items' `title` says what one is."""
+    repeated = [item for i, item in enumerate(items) if item in items[:i]]
+    if not repeated:
+        return None
+    title = node.get("items", {}).get("title")
+    return f"{title + ' ' if title else ''}{repeated[0]!r} is listed twice"
 
 
 def check_schema(config: dict, schema_path: Path = SCHEMA) -> None:
