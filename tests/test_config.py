@@ -248,6 +248,17 @@ def test_a_group_size_the_trained_widths_cannot_take_is_refused_at_load(edit, me
         check_config(broken(edit))
 
 
+def test_an_eval_context_beyond_a_trained_suites_positions_is_refused_at_load():
+    # The suite's models have training.context positions (qid.checkpoints.model_config).
+    with pytest.raises(ConfigError) as err:
+        check_config(broken(lambda c: c["evaluate"].update(context=256)))
+    assert str(err.value) == (
+        "config key 'evaluate.context': 256 tokens is beyond the 128 positions of suite "
+        "'neox-sotu''s models (suites.neox-sotu.training.context)"
+    )
+    check_config(broken(lambda c: c["evaluate"].update(context=64)))  # shorter windows: fine
+
+
 def test_a_group_size_that_leaves_a_shorter_last_group_is_accepted_for_rtn():
     check_config(broken(lambda c: c["methods"]["rtn"].update(group_size=24)))
 

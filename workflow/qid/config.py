@@ -154,6 +154,7 @@ def check_semantics(config: dict) -> None:
                     f"{arch['hidden_size']} is not divisible by num_heads {arch['num_heads']}"
                 )
     check_group_sizes(config)
+    check_context(config)
     check_bitnet(config)
     check_data(config)
     fit = config["fit"]
@@ -184,6 +185,21 @@ def check_group_sizes(config: dict) -> None:
                     )
                 except QidError as err:
                     raise ConfigError(str(err)) from None
+
+
+def check_context(config: dict) -> None:
+    """`evaluate.context` within the positions of every suite trained here (its
+    `training.context`: qid.checkpoints.model_config); hub and local checkpoints are checked by
+    their fetch job (qid.fetch.check_context). Beyond them a rotary model extrapolates silently
+    and a learned-position one fails."""
+    context = config["evaluate"]["context"]
+    for suite, spec in config["suites"].items():
+        if spec["source"] == "train" and context > spec["training"]["context"]:
+            raise ConfigError(
+                f"config key 'evaluate.context': {context} tokens is beyond the "
+                f"{spec['training']['context']} positions of suite {suite!r}'s models "
+                f"(suites.{suite}.training.context)"
+            )
 
 
 def check_bitnet(config: dict) -> None:
