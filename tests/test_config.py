@@ -253,8 +253,8 @@ def test_an_eval_context_beyond_a_trained_suites_positions_is_refused_at_load():
     with pytest.raises(ConfigError) as err:
         check_config(broken(lambda c: c["evaluate"].update(context=256)))
     assert str(err.value) == (
-        "config key 'evaluate.context': 256 tokens is beyond the 128 positions of suite "
-        "'neox-sotu''s models (suites.neox-sotu.training.context)"
+        "config key 'evaluate.context': 256 tokens is beyond the 128 positions of the models of "
+        "suite 'neox-sotu' (suites.neox-sotu.training.context)"
     )
     check_config(broken(lambda c: c["evaluate"].update(context=64)))  # shorter windows: fine
 

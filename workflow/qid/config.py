@@ -197,7 +197,7 @@ def check_context(config: dict) -> None:
         if spec["source"] == "train" and context > spec["training"]["context"]:
             raise ConfigError(
                 f"config key 'evaluate.context': {context} tokens is beyond the "
-                f"{spec['training']['context']} positions of suite {suite!r}'s models "
+                f"{spec['training']['context']} positions of the models of suite {suite!r} "
                 f"(suites.{suite}.training.context)"
             )
 
