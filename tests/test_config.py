@@ -263,6 +263,83 @@ def test_a_group_size_that_leaves_a_shorter_last_group_is_accepted_for_rtn():
     check_config(broken(lambda c: c["methods"]["rtn"].update(group_size=24)))
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c["eval_sets"]["wiki"].update(n_texts=50000),
+            r"^config key 'eval_sets.wiki.n_texts': 50000 texts asked, the source 'wiki_offline' "
+            r"has 9356 \(texts of >= 200 characters\)$",
+        ),
+        (  # the held-out speeches' paragraphs (10% of the corpus's documents)
+            lambda c: c["eval_sets"]["sotu"].update(n_texts=5000),
+            r"^config key 'eval_sets.sotu.n_texts': 5000 texts asked, the source 'heldout' has "
+            r"\d+ \(texts of >= 200 characters\)$",
+        ),
+        (
+            lambda c: c["eval_sets"]["wiki"].update(n_texts="all", min_chars=10**6),
+            r"'eval_sets.wiki.n_texts': all texts asked, the source 'wiki_offline' has 0 ",
+        ),
+        (  # each window is cut from one document: numpy's ValueError at run time until now
+            lambda c: c["data"]["calibration"].update(length=30000),
+            r"^config key 'data.calibration.length': 30000 tokens \(240000 characters\) asked, "
+            r"the longest document of source 'corpus' has \d+$",
+        ),
+        (  # the pool of texts the windows are cut from is n_samples texts unless n_texts says
+            lambda c: c["data"].update(calibration={"source": "wiki_offline", "n_samples": 20000}),
+            r"^config key 'data.calibration.n_samples': 20000 texts asked, the source "
+            r"'wiki_offline' has 9356",
+        ),
+        (
+            lambda c: c["data"].update(
+                calibration={"source": "wiki_offline", "n_samples": 8, "n_texts": 10**5}
+            ),
+            r"^config key 'data.calibration.n_texts': 100000 texts asked",
+        ),
+        (
+            lambda c: c["data"].update(
+                calibration={"source": "wiki_offline", "n_samples": 8, "length": 10**7}
+            ),
+            r"^config key 'data.calibration.length': 10000000 tokens \(80000000 characters\) "
+            r"asked, the texts of source 'wiki_offline' hold \d+ in all$",
+        ),
+    ],
+)
+def test_a_sample_larger_than_its_local_source_is_refused_at_load(edit, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        check_config(broken(edit))
+    assert "\n" not in str(err.value)
+
+
+def test_a_parquet_sources_rows_are_counted_from_its_metadata(tmp_path, monkeypatch):
+    import pandas as pd
+
+    pd.DataFrame({"text": [f"text {i}" for i in range(30)]}).to_parquet(tmp_path / "t.parquet")
+    monkeypatch.chdir(tmp_path)  # a file source's path is relative to the working directory
+    local = {"source": "file", "path": "t.parquet", "n_texts": 30}
+    check_config(broken(lambda c: c["eval_sets"].update(local=local)))
+    with pytest.raises(ConfigError) as err:
+        check_config(broken(lambda c: c["eval_sets"].update(local={**local, "n_texts": 31})))
+    assert str(err.value) == (
+        "config key 'eval_sets.local.n_texts': 31 texts asked, the source 'file' ('t.parquet') "
+        "has 30 rows"
+    )
+    # Not cheap to count (a text file, a dataset) or not there: left to the job that reads it.
+    check_config(broken(lambda c: c["eval_sets"].update(local={**local, "path": "t.txt"})))
+
+
+def test_calibration_is_not_checked_when_no_method_calibrates():
+    check_config(
+        broken(
+            lambda c: (
+                c["data"]["calibration"].update(length=30000),
+                c.update(methods={"rtn": {"bits": [4], "group_size": 32}}),
+                c["fit"].update(method="rtn"),
+            )
+        )
+    )
+
+
 def _hub_study(calibration: dict) -> dict:
     config = yaml.safe_load((ROOT / "config" / "pythia.yaml").read_text())
     config["data"]["calibration"] = calibration

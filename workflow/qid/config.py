@@ -248,6 +248,22 @@ def check_data(config: dict) -> None:
                 raise ConfigError(f"config key 'data.{key}' is required by {user}")
 
 
+def check_sample_sizes(config: dict) -> None:
+    """Eval sets and calibration ask no more texts (or characters) than their sources offer,
+    where that is cheap to know (the package corpora, a parquet file's row count): otherwise
+    their job fails at run time. Calibration is checked only where a method calibrates (it is
+    built only then); its n_samples and length are filled in by then."""
+    from qid.texts import calibration_size_problem, eval_set_size_problem
+
+    data, seed = config["data"], config["seed"]
+    for name, spec in config["eval_sets"].items():
+        if problem := eval_set_size_problem(name, spec, data, seed):
+            raise ConfigError(problem)
+    if any(METHODS[m].calibration for m in config["methods"]):
+        if problem := calibration_size_problem(data["calibration"], data, seed):
+            raise ConfigError(problem)
+
+
 def recommended_calibration(config: dict):
     """The calibration the configured methods' libraries recommend (the largest of them), or
     None when no configured method calibrates."""
@@ -290,7 +306,9 @@ def check_config(config: dict, schema_path: Path = SCHEMA) -> dict:
 
     check_schema(config, schema_path)
     check_semantics(config)
-    for warning in fill_calibration(config):
+    warnings = fill_calibration(config)
+    check_sample_sizes(config)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return config
 
