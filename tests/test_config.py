@@ -156,9 +156,35 @@ def test_bad_config_gets_one_line_naming_the_culprit(edit, message):
     assert "\n" not in str(err.value)
 
 
-def test_missing_config_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="nope.yaml"):
+def test_missing_config_file_is_named(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError) as err:
         load_config(tmp_path / "nope.yaml")
+    assert str(err.value) == f"config file '{tmp_path / 'nope.yaml'}' not found"
+    monkeypatch.chdir(tmp_path)  # a relative path: where it was looked for
+    with pytest.raises(ConfigError) as err:
+        load_config("nope.yaml")
+    assert str(err.value) == f"config file 'nope.yaml' not found (working directory {tmp_path})"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "seed: 0\ndata:\n  calibration: {n_samples: 8\n  x: 1\n",
+            "line 4, column 4: expected ',' or '}', but got ':' (while parsing a flow mapping "
+            "at line 3, column 16)",
+        ),
+        ("seed: 0\n\tdata: 1\n", "line 2, column 1: found character '\\t' that cannot start"),
+        ("- seed\n- data\n", "holds a list, not a mapping of config keys"),
+    ],
+)
+def test_malformed_config_file_is_named_with_its_line(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"config file '{path}'")
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_dataset_and_file_sources_are_valid():

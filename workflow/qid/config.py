@@ -313,11 +313,38 @@ def check_config(config: dict, schema_path: Path = SCHEMA) -> dict:
     return config
 
 
-def load_config(path: str | Path) -> dict:
+def read_config_file(path: str | Path) -> dict:
+    """A config file's mapping, or a one-line ConfigError naming the file (and, for a YAML
+    error, the line and column): PyYAML's own message names neither file nor line on one line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    return check_config(yaml.safe_load(path.read_text()) or {})
+        where = "" if path.is_absolute() else f" (working directory {Path.cwd()})"
+        raise ConfigError(f"config file {str(path)!r} not found{where}")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r}{_yaml_problem(err)}") from None
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError(
+            f"config file {str(path)!r} holds a {type(config).__name__}, not a mapping of config "
+            "keys"
+        )
+    return config or {}
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """', line L, column C: problem (while ...)' of a YAML error, on one line."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and start:  # where the unclosed bracket or quote began
+        context += f" at line {start.line + 1}, column {start.column + 1}"
+    return f"{where}: {' '.join(problem.split())}" + (f" ({context})" if context else "")
+
+
+def load_config(path: str | Path) -> dict:
+    return check_config(read_config_file(path))
 
 
 def config_hash(config: dict) -> str:
