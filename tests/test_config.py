@@ -309,7 +309,7 @@ def test_a_group_size_that_leaves_a_shorter_last_group_is_accepted_for_rtn():
         (  # each window is cut from one document: numpy's ValueError at run time until now
             lambda c: c["data"]["calibration"].update(length=30000),
             r"^config key 'data.calibration.length': 30000 tokens \(240000 characters\) asked, "
-            r"the longest document of source 'corpus' has \d+$",
+            r"the longest document of source 'corpus' has \d+ characters$",
         ),
         (  # the pool of texts the windows are cut from is n_samples texts unless n_texts says
             lambda c: c["data"].update(calibration={"source": "wiki_offline", "n_samples": 20000}),
@@ -327,7 +327,7 @@ def test_a_group_size_that_leaves_a_shorter_last_group_is_accepted_for_rtn():
                 calibration={"source": "wiki_offline", "n_samples": 8, "length": 10**7}
             ),
             r"^config key 'data.calibration.length': 10000000 tokens \(80000000 characters\) "
-            r"asked, the texts of source 'wiki_offline' hold \d+ in all$",
+            r"asked, the texts of source 'wiki_offline' hold \d+ characters in all$",
         ),
     ],
 )

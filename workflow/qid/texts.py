@@ -398,7 +398,7 @@ def calibration_size_problem(spec: dict, data: dict | None, seed: int) -> str | 
         train_docs, _ = corpus_split(data or {}, seed, user="calibration (source corpus)")
         longest = max((len(t) for _, t in train_docs), default=0)
         if longest <= chars:
-            return f"{too_long}, the longest document of source 'corpus' has {longest}"
+            return f"{too_long}, the longest document of source 'corpus' has {longest} characters"
         return None
     have = available(spec, data, seed)
     if have is None:
@@ -407,7 +407,7 @@ def calibration_size_problem(spec: dict, data: dict | None, seed: int) -> str | 
     if problem := sample_problem(f"data.calibration.{key}", spec[key], have):
         return problem
     if have.chars is not None and have.chars <= chars:
-        return f"{too_long}, the texts of source {source!r} hold {have.chars} in all"
+        return f"{too_long}, the texts of source {source!r} hold {have.chars} characters in all"
     return None
 
 
