@@ -7,7 +7,15 @@ min_version("9.0")
 
 # The embedded default, unless a study config is given with --configfile: that one replaces it
 # (Snakemake would otherwise merge the two, mixing the default suite into e.g. the Pythia grid).
+# Read first to name a missing or malformed file in one line (with the YAML error's line);
+# Snakemake's own message names neither. A --configfile is read by Snakemake before this file.
 if not workflow.overwrite_configfiles:
+    from qid.config import ConfigError, read_config_file
+
+    try:
+        read_config_file("config/config.yaml")
+    except ConfigError as err:
+        raise WorkflowError(f"config error: {err}") from None
 
     configfile: "config/config.yaml"
 

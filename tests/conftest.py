@@ -78,9 +78,10 @@ def put_in_hub_cache(cache: Path, repo: str, revision: str, files: Path) -> str:
 
 
 def snakemake(
-    workdir: Path, *args: str, configfile: Path, env: dict | None = None
+    workdir: Path, *args: str, configfile: Path | None, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """Snakemake on this checkout's Snakefile in `workdir`, as a user runs it."""
+    """Snakemake on this checkout's Snakefile in `workdir`, as a user runs it (configfile None:
+    the embedded default, config/config.yaml of `workdir`)."""
     # PATH without this interpreter's bin/: the workflow must find `qid` by itself.
     path = os.pathsep.join(
         p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != Path(sys.executable).parent
@@ -88,7 +89,8 @@ def snakemake(
     cmd = [
         sys.executable,
         *("-m", "snakemake", "-s", str(ROOT / "Snakefile")),
-        *("--configfile", str(configfile), "--directory", str(workdir), "--cores", "2"),
+        *(("--configfile", str(configfile)) if configfile else ()),
+        *("--directory", str(workdir), "--cores", "2"),
         *args,
     ]
     env = {**os.environ, "PATH": path, **(env or {})}

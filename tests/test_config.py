@@ -136,6 +136,18 @@ def test_awq_options_are_accepted():
             lambda c: c["methods"].update(released={"bits": [8]}),
             r"'methods.released.bits': method 'released' does not support 8-bit",
         ),
+        (  # the cell would be quantized and evaluated twice
+            lambda c: c["methods"]["rtn"].update(bits=[2, 4, 4]),
+            r"^config key 'methods.rtn.bits': bit width 4 is listed twice$",
+        ),
+        (
+            lambda c: c["suites"]["neox-sotu"].update(methods=["rtn", "gptq", "rtn"]),
+            r"^config key 'suites.neox-sotu.methods': method 'rtn' is listed twice$",
+        ),
+        (
+            lambda c: c["bitnet"].update(sizes=["h64-l2", "h64-l2"]),
+            r"^config key 'bitnet.sizes': size 'h64-l2' is listed twice$",
+        ),
     ],
 )
 def test_bad_config_gets_one_line_naming_the_culprit(edit, message):
@@ -144,9 +156,35 @@ def test_bad_config_gets_one_line_naming_the_culprit(edit, message):
     assert "\n" not in str(err.value)
 
 
-def test_missing_config_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="nope.yaml"):
+def test_missing_config_file_is_named(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError) as err:
         load_config(tmp_path / "nope.yaml")
+    assert str(err.value) == f"config file '{tmp_path / 'nope.yaml'}' not found"
+    monkeypatch.chdir(tmp_path)  # a relative path: where it was looked for
+    with pytest.raises(ConfigError) as err:
+        load_config("nope.yaml")
+    assert str(err.value) == f"config file 'nope.yaml' not found (working directory {tmp_path})"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "seed: 0\ndata:\n  calibration: {n_samples: 8\n  x: 1\n",
+            "line 4, column 4: expected ',' or '}', but got ':' (while parsing a flow mapping "
+            "at line 3, column 16)",
+        ),
+        ("seed: 0\n\tdata: 1\n", "line 2, column 1: found character '\\t' that cannot start"),
+        ("- seed\n- data\n", "holds a list, not a mapping of config keys"),
+    ],
+)
+def test_malformed_config_file_is_named_with_its_line(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"config file '{path}'")
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_dataset_and_file_sources_are_valid():
@@ -236,8 +274,96 @@ def test_a_group_size_the_trained_widths_cannot_take_is_refused_at_load(edit, me
         check_config(broken(edit))
 
 
+def test_an_eval_context_beyond_a_trained_suites_positions_is_refused_at_load():
+    # The suite's models have training.context positions (qid.checkpoints.model_config).
+    with pytest.raises(ConfigError) as err:
+        check_config(broken(lambda c: c["evaluate"].update(context=256)))
+    assert str(err.value) == (
+        "config key 'evaluate.context': 256 tokens is beyond the 128 positions of the models of "
+        "suite 'neox-sotu' (suites.neox-sotu.training.context)"
+    )
+    check_config(broken(lambda c: c["evaluate"].update(context=64)))  # shorter windows: fine
+
+
 def test_a_group_size_that_leaves_a_shorter_last_group_is_accepted_for_rtn():
     check_config(broken(lambda c: c["methods"]["rtn"].update(group_size=24)))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c["eval_sets"]["wiki"].update(n_texts=50000),
+            r"^config key 'eval_sets.wiki.n_texts': 50000 texts asked, the source 'wiki_offline' "
+            r"has 9356 \(texts of >= 200 characters\)$",
+        ),
+        (  # the held-out speeches' paragraphs (10% of the corpus's documents)
+            lambda c: c["eval_sets"]["sotu"].update(n_texts=5000),
+            r"^config key 'eval_sets.sotu.n_texts': 5000 texts asked, the source 'heldout' has "
+            r"\d+ \(texts of >= 200 characters\)$",
+        ),
+        (
+            lambda c: c["eval_sets"]["wiki"].update(n_texts="all", min_chars=10**6),
+            r"'eval_sets.wiki.n_texts': all texts asked, the source 'wiki_offline' has 0 ",
+        ),
+        (  # each window is cut from one document: numpy's ValueError at run time until now
+            lambda c: c["data"]["calibration"].update(length=30000),
+            r"^config key 'data.calibration.length': 30000 tokens \(240000 characters\) asked, "
+            r"the longest document of source 'corpus' has \d+ characters$",
+        ),
+        (  # the pool of texts the windows are cut from is n_samples texts unless n_texts says
+            lambda c: c["data"].update(calibration={"source": "wiki_offline", "n_samples": 20000}),
+            r"^config key 'data.calibration.n_samples': 20000 texts asked, the source "
+            r"'wiki_offline' has 9356",
+        ),
+        (
+            lambda c: c["data"].update(
+                calibration={"source": "wiki_offline", "n_samples": 8, "n_texts": 10**5}
+            ),
+            r"^config key 'data.calibration.n_texts': 100000 texts asked",
+        ),
+        (
+            lambda c: c["data"].update(
+                calibration={"source": "wiki_offline", "n_samples": 8, "length": 10**7}
+            ),
+            r"^config key 'data.calibration.length': 10000000 tokens \(80000000 characters\) "
+            r"asked, the texts of source 'wiki_offline' hold \d+ characters in all$",
+        ),
+    ],
+)
+def test_a_sample_larger_than_its_local_source_is_refused_at_load(edit, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        check_config(broken(edit))
+    assert "\n" not in str(err.value)
+
+
+def test_a_parquet_sources_rows_are_counted_from_its_metadata(tmp_path, monkeypatch):
+    import pandas as pd
+
+    pd.DataFrame({"text": [f"text {i}" for i in range(30)]}).to_parquet(tmp_path / "t.parquet")
+    monkeypatch.chdir(tmp_path)  # a file source's path is relative to the working directory
+    local = {"source": "file", "path": "t.parquet", "n_texts": 30}
+    check_config(broken(lambda c: c["eval_sets"].update(local=local)))
+    with pytest.raises(ConfigError) as err:
+        check_config(broken(lambda c: c["eval_sets"].update(local={**local, "n_texts": 31})))
+    assert str(err.value) == (
+        "config key 'eval_sets.local.n_texts': 31 texts asked, the source 'file' ('t.parquet') "
+        "has 30 rows"
+    )
+    # Not cheap to count (a text file, a dataset) or not there: left to the job that reads it.
+    check_config(broken(lambda c: c["eval_sets"].update(local={**local, "path": "t.txt"})))
+
+
+def test_calibration_is_not_checked_when_no_method_calibrates():
+    check_config(
+        broken(
+            lambda c: (
+                c["data"]["calibration"].update(length=30000),
+                c.update(methods={"rtn": {"bits": [4], "group_size": 32}}),
+                c["fit"].update(method="rtn"),
+            )
+        )
+    )
 
 
 def _hub_study(calibration: dict) -> dict:

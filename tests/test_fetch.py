@@ -81,3 +81,47 @@ def test_a_local_directory_is_a_source(tiny_checkpoint, tmp_path):
     assert meta["n_params"] > 0 and meta["path"] == str(tiny_checkpoint)
     with pytest.raises(SourceError, match="local checkpoint .*step11.* is missing"):
         fetch(spec, "h64-l2", 11, tmp_path / "other", {})
+
+
+def _fetch(spec: dict, out, *extra: str) -> None:
+    from qid.cli import main
+
+    main(["fetch", "--suite", "s", "--size", "tiny", "--step", "10", "--spec",
+          json.dumps({**spec, "tokens_per_step": 64}), "--out", str(out), *extra])  # fmt: skip
+
+
+def test_the_fetch_job_refuses_a_context_beyond_the_models_positions(
+    offline_cache, tiny_checkpoint, tmp_path, capsys
+):
+    # The tiny model has 64 positions (max_position_embeddings): 64 is fine, 65 is not.
+    local = {"source": "local", "path": str(tiny_checkpoint)}
+    _fetch(local, tmp_path / "ok", "--context", "64")
+    with pytest.raises(SystemExit):
+        _fetch(local, tmp_path / "long", "--context", "65")
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"qid fetch: error: config key 'evaluate.context': 65 tokens is beyond the 64 positions "
+        f"of checkpoint '{tiny_checkpoint}' (max_position_embeddings in its config.json)"
+    )
+    cache, _ = offline_cache
+    with pytest.raises(SystemExit):
+        _fetch({**HUB, "cache_dir": str(cache)}, tmp_path / "hub", "--context", "2048")
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        "2048 tokens is beyond the 64 positions of model 'EleutherAI/pythia-tiny' "
+        "(revision 'step10') (max_position_embeddings in its config.json)"
+    )
+
+
+def test_position_limits_by_any_name_and_none():
+    from transformers import GPT2Config, PretrainedConfig
+
+    from qid.fetch import position_limit
+
+    assert position_limit(GPT2Config(n_positions=1024)) == ("max_position_embeddings", 1024)
+    assert position_limit(PretrainedConfig(n_ctx=512)) == ("n_ctx", 512)
+    assert position_limit(PretrainedConfig(max_sequence_length=4096)) == (
+        "max_sequence_length",
+        4096,
+    )
+    assert position_limit(PretrainedConfig()) is None  # e.g. ALiBi: no limit, any context

@@ -138,6 +138,10 @@ def cmd_fetch(args) -> None:
     }
     meta = fetch(args.spec, args.size, args.step, args.out, meta)
     print(json.dumps(meta, indent=2))
+    if args.context is not None:  # before any evaluation, as the cells below
+        from qid.fetch import check_context
+
+        check_context(args.out, args.context, meta)
     if args.cells:  # every cell against the architecture, before any evaluation
         from qid.quantize import preflight
 
@@ -598,6 +602,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     s.add_argument("--cells", type=_cells, default=[], help="check these method:bits,... cells")
     s.add_argument("--options", type=_json, default={}, help="JSON: method -> its options")
+    s.add_argument(
+        "--context", type=int, help="evaluate.context: check it against the model's positions"
+    )
     s.set_defaults(func=cmd_fetch)
 
     s = sub.add_parser("release", help="delete a fetched hub revision from the HF cache")

@@ -76,7 +76,19 @@ def schema_problem(instance: Any, node: dict, root: dict) -> SchemaProblem | Non
         allowed = tuple(sorted(_properties(error.schema, root)))
         unknown = sorted(set(error.instance) - set(allowed))[0]
         return SchemaProblem([*path, unknown], error.message, unknown, allowed)
+    if error.validator == "uniqueItems":
+        return SchemaProblem(path, _listed_twice(error.instance, error.schema) or error.message)
     return SchemaProblem(path, error.message)
+
+
+def _listed_twice(items: list, node: dict) -> str | None:
+    """Name the first repeated item ("bit width 4 is listed twice") rather than jsonschema's
+    whole list ("[2, 4, 4] has non-unique elements"); the items' `title` says what one is."""
+    repeated = [item for i, item in enumerate(items) if item in items[:i]]
+    if not repeated:
+        return None
+    title = node.get("items", {}).get("title")
+    return f"{title + ' ' if title else ''}{repeated[0]!r} is listed twice"
 
 
 def check_schema(config: dict, schema_path: Path = SCHEMA) -> None:
@@ -142,6 +154,7 @@ def check_semantics(config: dict) -> None:
                     f"{arch['hidden_size']} is not divisible by num_heads {arch['num_heads']}"
                 )
     check_group_sizes(config)
+    check_context(config)
     check_bitnet(config)
     check_data(config)
     fit = config["fit"]
@@ -172,6 +185,21 @@ def check_group_sizes(config: dict) -> None:
                     )
                 except QidError as err:
                     raise ConfigError(str(err)) from None
+
+
+def check_context(config: dict) -> None:
+    """`evaluate.context` within the positions of every suite trained here (its
+    `training.context`: qid.checkpoints.model_config); hub and local checkpoints are checked by
+    their fetch job (qid.fetch.check_context). Beyond them a rotary model extrapolates silently
+    and a learned-position one fails."""
+    context = config["evaluate"]["context"]
+    for suite, spec in config["suites"].items():
+        if spec["source"] == "train" and context > spec["training"]["context"]:
+            raise ConfigError(
+                f"config key 'evaluate.context': {context} tokens is beyond the "
+                f"{spec['training']['context']} positions of the models of suite {suite!r} "
+                f"(suites.{suite}.training.context)"
+            )
 
 
 def check_bitnet(config: dict) -> None:
@@ -220,6 +248,22 @@ def check_data(config: dict) -> None:
                 raise ConfigError(f"config key 'data.{key}' is required by {user}")
 
 
+def check_sample_sizes(config: dict) -> None:
+    """Eval sets and calibration ask no more texts (or characters) than their sources offer,
+    where that is cheap to know (the package corpora, a parquet file's row count): otherwise
+    their job fails at run time. Calibration is checked only where a method calibrates (it is
+    built only then); its n_samples and length are filled in by then."""
+    from qid.texts import calibration_size_problem, eval_set_size_problem
+
+    data, seed = config["data"], config["seed"]
+    for name, spec in config["eval_sets"].items():
+        if problem := eval_set_size_problem(name, spec, data, seed):
+            raise ConfigError(problem)
+    if any(METHODS[m].calibration for m in config["methods"]):
+        if problem := calibration_size_problem(data["calibration"], data, seed):
+            raise ConfigError(problem)
+
+
 def recommended_calibration(config: dict):
     """The calibration the configured methods' libraries recommend (the largest of them), or
     None when no configured method calibrates."""
@@ -262,16 +306,45 @@ def check_config(config: dict, schema_path: Path = SCHEMA) -> dict:
 
     check_schema(config, schema_path)
     check_semantics(config)
-    for warning in fill_calibration(config):
+    warnings = fill_calibration(config)
+    check_sample_sizes(config)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return config
 
 
-def load_config(path: str | Path) -> dict:
+def read_config_file(path: str | Path) -> dict:
+    """A config file's mapping, or a one-line ConfigError naming the file (and, for a YAML
+    error, the line and column): PyYAML's own message names neither file nor line on one line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    return check_config(yaml.safe_load(path.read_text()) or {})
+        where = "" if path.is_absolute() else f" (working directory {Path.cwd()})"
+        raise ConfigError(f"config file {str(path)!r} not found{where}")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r}{_yaml_problem(err)}") from None
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError(
+            f"config file {str(path)!r} holds a {type(config).__name__}, not a mapping of config "
+            "keys"
+        )
+    return config or {}
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """', line L, column C: problem (while ...)' of a YAML error, on one line."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and start:  # where the unclosed bracket or quote began
+        context += f" at line {start.line + 1}, column {start.column + 1}"
+    return f"{where}: {' '.join(problem.split())}" + (f" ({context})" if context else "")
+
+
+def load_config(path: str | Path) -> dict:
+    return check_config(read_config_file(path))
 
 
 def config_hash(config: dict) -> str:

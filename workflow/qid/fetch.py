@@ -21,6 +21,8 @@ from qid.integrity import checkpoint_fingerprint
 # revision has them (older Pythia revisions hold only pytorch_model.bin; fetching both would
 # double the disk).
 MODEL_FILES = ["*.json", "*.txt", "*.model", "tokenizer*"]
+# The config attributes that bound a model's positions, as transformers' configs name them.
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length")
 
 
 class SourceError(QidError):
@@ -108,6 +110,34 @@ def fetch(spec: dict, size: str, step: int, out: Path, meta: dict) -> dict:
     else:
         raise SourceError(f"suite source {spec['source']!r} is not fetched")
     return link_checkpoint(files, out, meta)
+
+
+def position_limit(config) -> tuple[str, int] | None:
+    """(attribute, positions) of a transformers config's position limit; None for a model
+    without one (e.g. ALiBi)."""
+    for key in POSITION_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return key, value
+    return None
+
+
+def check_context(checkpoint: Path, context: int, meta: dict) -> None:
+    """Refuse an evaluation context beyond the checkpoint's positions, before any evaluation:
+    a rotary model would extrapolate silently, a learned-position one fail mid-study."""
+    from transformers import AutoConfig
+
+    limit = position_limit(AutoConfig.from_pretrained(checkpoint))
+    if limit is not None and context > limit[1]:
+        model = (
+            f"model {meta['repo']!r} (revision {meta['revision']!r})"
+            if "repo" in meta
+            else f"checkpoint {meta.get('path', str(checkpoint))!r}"
+        )
+        raise SourceError(
+            f"config key 'evaluate.context': {context} tokens is beyond the {limit[1]} positions "
+            f"of {model} ({limit[0]} in its config.json)"
+        )
 
 
 def release(repo: str, commit: str, cache_dir: str | None) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -338,6 +339,76 @@ def select_texts(
             raise DataError(f"{where} is empty: no text passed its filters")
         return pd.DataFrame({"text_id": [i for i, _ in texts], "text": [t for _, t in texts]})
     return sample_texts(texts, int(n), seed, "", where=where)
+
+
+# --- sample sizes, checked at config load --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Available:
+    """What a source offers: `count` texts (rows of a file: an upper bound, as its filters and
+    joins only remove), `what` says so in words, `chars` of them all joined where known."""
+
+    count: int
+    what: str
+    chars: int | None = None
+
+
+def available(spec: dict, data: dict | None, seed: int) -> Available | None:
+    """What a source offers where that is cheap to know at config load: the package corpora's
+    candidate texts (exactly those the builders sample from), a parquet file's rows (from its
+    metadata; no data read); None elsewhere (datasets, other files, a missing file)."""
+    source = spec["source"]
+    if source in ("heldout", "wiki_offline"):
+        min_chars = spec.get("min_chars", DEFAULT_MIN_CHARS[source])
+        texts = [t for _, t in _texts(f"source {source!r}", spec, data, seed)]
+        chars = sum(map(len, texts)) + 2 * max(0, len(texts) - 1)  # joined by blank lines
+        what = f"the source {source!r} has {len(texts)} (texts of >= {min_chars} characters)"
+        return Available(len(texts), what, chars)
+    path = Path(spec.get("path", ""))
+    if source == "file" and path.suffix.lower() == ".parquet" and path.is_file():
+        import pyarrow.parquet as pq
+
+        rows = pq.ParquetFile(path).metadata.num_rows
+        return Available(rows, f"the source 'file' ({str(path)!r}) has {rows} rows")
+    return None
+
+
+def sample_problem(key: str, n: int | str, have: Available) -> str | None:
+    """`n` texts (or "all": at least one) asked of a source offering `have`, or None."""
+    if have.count < (1 if n == "all" else int(n)):
+        return f"config key '{key}': {n} texts asked, {have.what}"
+    return None
+
+
+def eval_set_size_problem(name: str, spec: dict, data: dict | None, seed: int) -> str | None:
+    """An eval set's n_texts beyond what its source offers (where cheap to know), or None."""
+    have = available(spec, data, seed)
+    return sample_problem(f"eval_sets.{name}.n_texts", spec["n_texts"], have) if have else None
+
+
+def calibration_size_problem(spec: dict, data: dict | None, seed: int) -> str | None:
+    """Calibration asking more than its source offers (where cheap to know), or None: windows
+    longer than every training document (source corpus), or more texts, or windows longer than
+    all the texts joined (any other source; the pool is n_texts, default n_samples)."""
+    length = spec["length"]
+    chars, source = CHARS_PER_TOKEN * length, spec.get("source", "corpus")
+    too_long = f"config key 'data.calibration.length': {length} tokens ({chars} characters) asked"
+    if source == "corpus":  # calibration_texts cuts each window from one document
+        train_docs, _ = corpus_split(data or {}, seed, user="calibration (source corpus)")
+        longest = max((len(t) for _, t in train_docs), default=0)
+        if longest <= chars:
+            return f"{too_long}, the longest document of source 'corpus' has {longest} characters"
+        return None
+    have = available(spec, data, seed)
+    if have is None:
+        return None
+    key = "n_texts" if "n_texts" in spec else "n_samples"
+    if problem := sample_problem(f"data.calibration.{key}", spec[key], have):
+        return problem
+    if have.chars is not None and have.chars <= chars:
+        return f"{too_long}, the texts of source {source!r} hold {have.chars} characters in all"
+    return None
 
 
 # --- the builders the rules call -----------------------------------------------------------

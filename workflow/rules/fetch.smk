@@ -1,8 +1,9 @@
 # Checkpoints not trained here: a hub revision or a local directory, put at the grid's
 # checkpoint path by a CPU job, once per checkpoint. Hub revisions are deleted from the HF cache
 # once all the checkpoint's cells are evaluated, unless the suite says `keep: true`. The fetch
-# job checks every cell of the checkpoint against its architecture (widths, layer types), so a
-# cell that cannot work stops the study before any evaluation.
+# job checks every cell of the checkpoint against its architecture (widths, layer types), and
+# evaluate.context against its positions, so a cell that cannot work stops the study before any
+# evaluation.
 for suite in FETCHED_SUITES:
     spec = config["suites"][suite]
     kept = spec["source"] == "local" or spec["keep"]
@@ -26,10 +27,11 @@ for suite in FETCHED_SUITES:
             spec=as_arg(spec),
             cells=suite_cells(suite),
             options=suite_options(suite),
+            context=config["evaluate"]["context"],
         shell:
             "qid fetch --suite {wildcards.suite} --size {wildcards.size} --step {wildcards.step}"
             " --spec {params.spec} --out {output} --cells {params.cells}"
-            " --options {params.options} > {log} 2>&1"
+            " --options {params.options} --context {params.context} > {log} 2>&1"
 
     if not kept:
 
