@@ -270,7 +270,7 @@ def test_the_same_cell_twice_names_both_files(tmp_path, method, bits):
     copy = record(tmp_path, method, bits, 2.6, [50.0, 50.0], name="copy.json")
     with pytest.raises(QidError) as err:
         aggregate([*paths, copy])
-    variant = f"{method}-{bits}bit"
+    variant = "base" if method == "base" else f"{method}-{bits}bit"
     assert str(err.value) == (
         f"{str(first)!r} and {str(copy)!r} both hold micro/h32-l1/step10 {variant} on sotu: "
         f"remove and regenerate: rm -f {str(first)!r} {str(copy)!r} && snakemake"

@@ -73,11 +73,15 @@ def _parse(path: Path) -> tuple[dict | None, str | None]:
     return record, _problem(record, [*CELL, "error"] if failed else REQUIRED)
 
 
+def _variant(method: str, bits) -> str:
+    return BASE if method == BASE else variant(method, bits)  # the 16-bit model's directory
+
+
 def cell_name(record: dict) -> str:
     """micro/h32-l1/step8 gptq-3bit on sotu"""
     return (
         f"{record['suite']}/{record['size']}/step{record['step']} "
-        f"{variant(record['method'], record['bits'])} on {record['eval_set']}"
+        f"{_variant(record['method'], record['bits'])} on {record['eval_set']}"
     )
 
 
