@@ -182,9 +182,12 @@ def test_validation_on_a_table_without_status_holds_no_infinite_error(tmp_path):
     assert all(math.isfinite(f["rmse_log"]) for f in validation["folds"])
     assert math.isfinite(validation["rmse_log"]) and math.isfinite(validation["mae_nats"])
     table.loc[table.n_params == 1e8, "qid"] = -0.01  # held out: nothing positive to measure
-    fold = fit_all(table, validation=True)["validation"]["folds"][2]
+    fits = fit_all(table, validation=True)
+    fold = fits["validation"]["folds"][2]
     assert fold["rmse_log"] is None and "no held-out QiD is positive" in fold["note"]
     strict(json.dumps(fold))
+    assert "| n_params=1e+08 | 12 | – | " in summary(fits)
+    assert "no held-out QiD is positive: nothing to measure the error on |" in summary(fits)
 
 
 def test_diagnose_output_is_strict_json(tmp_path):
