@@ -1,7 +1,12 @@
 """Join the per-cell evaluation JSONs into one tidy table: a row per
 (suite, size, step, method, bits, eval_set) with the 16-bit and quantized losses and QiD (Eq. 4),
-the checkpoint's weight fingerprint and a `flag` on checkpoints that cannot be trusted
-(qid.integrity: duplicated weights, a 16-bit loss that rose; "" when fine).
+the checkpoint's weight fingerprint, a `flag` on checkpoints that cannot be trusted
+(qid.integrity: duplicated weights, a 16-bit loss that rose; "" when fine) and a `status`:
+"collapsed" where a loss is NaN or infinite, else "ok".
+
+A malformed record, a cell held by two records, or a failed cell (a record with status
+"failed", its loss never measured) is refused in one line that names the files and the command
+that fixes it: a refused result would otherwise keep failing every rerun.
 """
 
 from __future__ import annotations
@@ -13,28 +18,143 @@ import numpy as np
 import pandas as pd
 
 from qid import QidError
-from qid.grid import BASE
+from qid.grid import BASE, variant
 from qid.integrity import flag_column
 
 KEY = ["suite", "size", "step", "eval_set"]
+# What identifies a cell, and what aggregate reads from each record besides.
+CELL = ["suite", "size", "step", "method", "bits", "eval_set"]
+REQUIRED = [
+    *CELL,
+    "tokens",
+    "n_params",
+    "loss",
+    "nll_sum",
+    "nll_per_text",
+    "model_tokens",
+    "reference_tokens",
+    "texts",
+    "reference_tokenizer",
+    "seed",
+    "versions",
+]
+# The workflow regenerates a missing result, so removing a bad one is the whole fix.
+RERUN = "snakemake"
+
+
+def _rm(paths: list) -> str:
+    """The shell command that removes `paths` (single-quoted) and regenerates them."""
+    quoted = ("'" + str(p).replace("'", "'\\''") + "'" for p in paths)
+    return f"rm -f {' '.join(quoted)} && {RERUN}"
+
+
+def _problem(record, required: list[str]) -> str | None:
+    """Why `record` (parsed JSON) cannot be aggregated, or None."""
+    if not isinstance(record, dict):
+        return f"is {type(record).__name__}, not a record"
+    missing = [k for k in required if k not in record]
+    if missing:
+        return f"lacks key(s) {', '.join(missing)}"
+    loss = record.get("loss")
+    if loss is not None and not isinstance(loss, int | float):
+        return f"has a loss that is not a number ({loss!r})"
+    return None
+
+
+def _parse(path: Path) -> tuple[dict | None, str | None]:
+    """(record, None), or (None, why it is malformed)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except OSError as err:
+        return None, f"is unreadable ({err.strerror or err})"
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return None, f"is not JSON ({err})"
+    failed = isinstance(record, dict) and record.get("status") == "failed"
+    return record, _problem(record, [*CELL, "error"] if failed else REQUIRED)
+
+
+def _variant(method: str, bits) -> str:
+    return BASE if method == BASE else variant(method, bits)  # the 16-bit model's directory
+
+
+def cell_name(record: dict) -> str:
+    """micro/h32-l1/step8 gptq-3bit on sotu"""
+    return (
+        f"{record['suite']}/{record['size']}/step{record['step']} "
+        f"{_variant(record['method'], record['bits'])} on {record['eval_set']}"
+    )
+
+
+def _refuse_malformed(bad: list[tuple[Path, str]]) -> None:
+    if bad:
+        what = "; ".join(f"evaluation result {str(p)!r} {why}" for p, why in bad)
+        raise QidError(f"{what}: remove and regenerate: {_rm([p for p, _ in bad])}")
+
+
+def _refuse_duplicates(records: list[tuple[Path, dict]]) -> None:
+    seen: dict[tuple, Path] = {}
+    pairs = []
+    for path, record in records:
+        key = tuple(str(record[k]) for k in CELL)
+        if key in seen:
+            pairs.append((seen[key], path, record))
+        else:
+            seen[key] = path
+    if pairs:
+        what = "; ".join(f"{str(a)!r} and {str(b)!r} both hold {cell_name(r)}" for a, b, r in pairs)
+        paths = [p for a, b, _ in pairs for p in (a, b)]
+        raise QidError(f"{what}: remove and regenerate: {_rm(paths)}")
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split()) or "(no error given)"
+
+
+def _set_aside_failed(records: list[tuple[Path, dict]]) -> None:
+    """Move each failed cell's record to <name>.failed.json (kept for inspection; its result
+    path is then missing, so the next snakemake run redoes exactly those cells) and refuse."""
+    failed = [(p, r) for p, r in records if r.get("status") == "failed"]
+    if not failed:
+        return
+    for path, _ in failed:
+        Path(path).replace(Path(path).with_suffix(".failed.json"))
+    cells = "; ".join(f"{cell_name(r)}: {_one_line(r['error'])}" for _, r in failed)
+    raise QidError(
+        f"{len(failed)} cell(s) failed: {cells}; their records were moved to *.failed.json, "
+        f"rerun {RERUN} to redo them"
+    )
 
 
 def read_records(paths: list[Path]) -> pd.DataFrame:
-    rows = []
+    """The records of `paths`, refused in one line naming the files (and the command that
+    fixes them) when any is malformed, holds a cell another holds too, or is a failed cell."""
+    records, bad = [], []
     for path in paths:
-        try:
-            rows.append(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise QidError(f"evaluation result {str(path)!r} is unreadable: {err}") from None
-    return pd.DataFrame(rows)
+        record, why = _parse(path)
+        if why is None:
+            records.append((path, record))
+        else:
+            bad.append((path, why))
+    _refuse_malformed(bad)
+    _refuse_duplicates(records)
+    _set_aside_failed(records)
+    return pd.DataFrame([r for _, r in records])
 
 
 def paired_se(nll_q: list[float], nll_16: list[float], reference_tokens: int) -> float:
     """Standard error of QiD from the per-text loss differences (texts taken as i.i.d.)."""
-    diff = np.asarray(nll_q) - np.asarray(nll_16)
-    if diff.size < 2:
+    # float: a collapsed record's non-finite NLLs were written as null
+    diff = np.asarray(nll_q, float) - np.asarray(nll_16, float)
+    if diff.size < 2 or not np.isfinite(diff).all():  # a collapsed cell has no spread
         return float("nan")
     return float(np.sqrt(diff.size) * diff.std(ddof=1) / reference_tokens)
+
+
+def status_column(table: pd.DataFrame) -> pd.Series:
+    """ "collapsed" where the quantized or the 16-bit loss is NaN or infinite, else "ok": a
+    diverged model is a result, so its row stays (the fits leave it out and name it)."""
+    finite = np.isfinite(table.loss_q.astype(float)) & np.isfinite(table.loss_16.astype(float))
+    return pd.Series(np.where(finite, "ok", "collapsed"), index=table.index, dtype=object)
 
 
 def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
@@ -43,6 +163,9 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
     for column in ("fingerprint", "weights", "context"):
         if column not in records.columns:
             records[column] = None
+    # A collapsed record writes its non-finite numbers as null (qid.strict_json): NaN here.
+    records["loss"] = pd.to_numeric(records["loss"], errors="coerce").astype(float)
+    records["nll_sum"] = pd.to_numeric(records["nll_sum"], errors="coerce").astype(float)
     base = records[records.method == BASE]
     quant = records[records.method != BASE]
     if base.empty or quant.empty:
@@ -84,8 +207,8 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
             "context",
         ]
     ].rename(columns={"loss": "loss_q", "nll_sum": "nll_sum_q", "nll_per_text": "nll_q"})
-    table = quant.merge(base, on=KEY, how="left", validate="many_to_one")
-    missing = table[table.loss_16.isna()]
+    table = quant.merge(base, on=KEY, how="left", validate="many_to_one", indicator=True)
+    missing = table[table._merge == "left_only"]
     if not missing.empty:
         row = missing.iloc[0]
         raise QidError(
@@ -112,6 +235,7 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
     table["config_hash"] = config_hash
     table["fingerprint"] = table.fingerprint.fillna("")
     table["flag"] = flag_column(table, base)
+    table["status"] = status_column(table)
     columns = [
         "suite",
         "size",
@@ -135,6 +259,7 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
         "seed",
         "fingerprint",
         "flag",
+        "status",
         "config_hash",
         "versions",
     ]

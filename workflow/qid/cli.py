@@ -266,11 +266,14 @@ def cmd_aggregate(args) -> None:
 
 
 def _dump(data) -> str:
-    """Indented JSON with each innermost list of numbers on one line (bootstrap draws, ranges)."""
+    """Indented JSON with each innermost list of numbers on one line (bootstrap draws, ranges);
+    strict: a NaN or infinite number is written as null (qid.strict_json)."""
+    from qid.strict_json import dumps
+
     return re.sub(
         r'\[[^\[\]{}"]*\]',
         lambda m: "[" + " ".join(m.group()[1:-1].split()) + "]",
-        json.dumps(data, indent=2),
+        dumps(data, indent=2),
     )
 
 
@@ -306,9 +309,25 @@ def cmd_fit(args) -> None:
     for f in fits["excluded"]["flagged"]:
         where = "/".join(str(f[k]) for k in ("suite", "size", "step") if k in f)
         print(f"excluded (flagged): {where}: {f['flag']}")
+    for c in fits["excluded"].get("collapsed", []):
+        print(f"excluded (collapsed): {_cell(c)}: {c['why']}")
     if "validation" in fits:
         v = fits["validation"]
-        print(f"held out: RMSE(log) {v['rmse_log']:.3g}, MAE {v['mae_nats']:.3g} nats")
+        print(f"held out: RMSE(log) {_num(v['rmse_log'])}, MAE {_num(v['mae_nats'])} nats")
+
+
+def _num(x: float | None) -> str:
+    return "none" if x is None else f"{x:.3g}"
+
+
+def _cell(c: dict) -> str:
+    """micro/h32-l1/step8 gptq-3bit on sotu, from the keys a table has."""
+    where = "/".join(
+        str(c[k]) if k != "step" else f"step{c[k]}" for k in ("suite", "size", "step") if k in c
+    )
+    variant = f"{c['method']}-{c['bits']}bit" if {"method", "bits"} <= set(c) else ""
+    on = f"on {c['eval_set']}" if "eval_set" in c else ""
+    return " ".join(p for p in (where, variant, on) if p)
 
 
 def _write_table(frame, markdown: str, out_csv: Path | None, out_md: Path | None) -> None:

@@ -8,7 +8,6 @@ real positions do not see the padding), so little compute goes to padding.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from qid import QidError, grid
 from qid.grid import BASE
+from qid.strict_json import dumps
 
 
 def windows(ids: list[int], bos: int, context: int) -> list[list[int]]:
@@ -240,8 +240,23 @@ def run(
             "weights": meta.get("weights"),
             "versions": versions,
             **result,
+            **collapse_status(result),
         }
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(record) + "\n")
+        Path(out).write_text(dumps(record) + "\n")
         records.append(record)
     return records
+
+
+def collapse_status(result: dict) -> dict:
+    """`status` "ok", or "collapsed" with the reason when the loss is NaN or infinite (a
+    diverged model is a result: the record is kept, its non-finite numbers written as null)."""
+    loss = result["loss"]
+    if np.isfinite(loss):
+        return {"status": "ok"}
+    nll = np.asarray(result["nll_per_text"], float)
+    bad = int((~np.isfinite(nll)).sum())
+    return {
+        "status": "collapsed",
+        "reason": f"loss is {loss}: {bad} of {nll.size} texts have a non-finite NLL",
+    }

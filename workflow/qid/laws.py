@@ -393,8 +393,9 @@ def fit_all(
     """Eq. (5)-(8) on one method and eval set; with several bit widths also Eq. (8) per bit
     width ("by_bits"); Eq. (3) on the 16-bit losses ("loss16") where the table has them;
     held-out errors ("validation") when asked. meta.range is the unified fit's domain.
-    Rows whose checkpoint is flagged (column `flag`, qid.integrity) are left out of every fit
-    and named in "excluded"."""
+    Rows whose checkpoint is flagged (column `flag`, qid.integrity) or whose loss collapsed
+    (column `status`, qid.aggregate; "excluded" has "collapsed" where the table has `status`)
+    are left out of every fit and named in "excluded"."""
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
         raise QidError(f"table lacks column(s) {', '.join(missing)} (needs {', '.join(REQUIRED)})")
@@ -403,6 +404,7 @@ def fit_all(
             table = select(table, column, value)
     if table.empty:
         raise QidError("no rows to fit")
+    table, collapsed = drop_collapsed(table)
     table, flagged = drop_flagged(table)
     options = {"confidence": confidence, "weighted": weighted, "loss": loss, "starts": starts}
     fits = {"unified": fit_law(table, "unified", **options, bootstrap=bootstrap, seed=seed)}
@@ -430,7 +432,42 @@ def fit_all(
         "range": fits["unified"]["range"],
     }
     fits["excluded"] = {"flagged": flagged}
+    if "status" in table.columns:  # a table from qid aggregate, which marks collapsed cells
+        fits["excluded"]["collapsed"] = collapsed
     return fits
+
+
+CELL = ["suite", "size", "step", "method", "bits", "eval_set"]
+
+
+def collapsed_cells(table: pd.DataFrame) -> list[dict]:
+    """One entry per row whose `status` is "collapsed" (qid.aggregate: a loss is NaN or
+    infinite): its cell and which loss."""
+    if "status" not in table.columns:
+        return []
+    rows = table[table["status"] == "collapsed"]
+    out = []
+    for row in rows.to_dict("records"):
+        cell = {k: int(row[k]) if k in ("step", "bits") else str(row[k]) for k in CELL if k in row}
+        which = [
+            f"{name} loss is {row[column]}"
+            for column, name in (("loss_q", "quantized"), ("loss_16", "16-bit"))
+            if column in row and not np.isfinite(float(row[column]))
+        ]
+        out.append({**cell, "why": "; ".join(which) or "collapsed"})
+    return out
+
+
+def drop_collapsed(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """The rows that did not collapse, and the collapsed cells: a diverged model's QiD is
+    infinite or undefined, so no law can be fitted to it (the rows stay in the table)."""
+    collapsed = collapsed_cells(table)
+    if not collapsed:
+        return table, []
+    kept = table[table["status"] != "collapsed"]
+    if kept.empty:
+        raise QidError(f"no rows to fit: all {len(table)} are collapsed (a loss is NaN or inf)")
+    return kept, collapsed
 
 
 def drop_flagged(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
@@ -510,18 +547,24 @@ def predict_ci(
 
 
 def _errors(law: UnifiedLaw, test: pd.DataFrame) -> dict:
-    """Prediction error on held-out rows: RMSE of log QiD (usable rows) and mean absolute
-    error in nats (every finite row: a measured QiD <= 0 is still a miss in nats)."""
+    """Prediction error on held-out rows: RMSE of log QiD (usable rows: finite and positive)
+    and mean absolute error in nats (every finite row: a measured QiD <= 0 is still a miss in
+    nats). An error without rows to measure it on is None, with a `note` saying why (never
+    NaN or inf: fits.json is strict JSON)."""
     q = pd.to_numeric(test["qid"], errors="coerce").to_numpy(float)
     pred = law.qid(*(test[c].to_numpy(float) for c in ("n_params", "tokens", "bits")))
-    pos, fin = q > 0, np.isfinite(q)
-    return {
+    pos, fin = usable(test).to_numpy(bool), np.isfinite(q)
+    out = {
         "n_test": int(fin.sum()),
         "rmse_log": float(np.sqrt(np.mean((np.log(pred[pos]) - np.log(q[pos])) ** 2)))
         if pos.any()
-        else float("nan"),
-        "mae_nats": float(np.mean(np.abs(pred[fin] - q[fin]))) if fin.any() else float("nan"),
+        else None,
+        "mae_nats": float(np.mean(np.abs(pred[fin] - q[fin]))) if fin.any() else None,
     }
+    if not pos.any():
+        what = "no held-out QiD is finite" if not fin.any() else "no held-out QiD is positive"
+        out["note"] = f"{what}: nothing to measure the error on"
+    return out
 
 
 def validate(
@@ -543,11 +586,12 @@ def validate(
             continue
         law = unified_from_fit(fit)
         out.append({"held_out": name, "n_train": fit["n_points"], **_errors(law, table[held])})
-    done = [f for f in out if "rmse_log" in f]
+    rmse = [f["rmse_log"] for f in out if f.get("rmse_log") is not None]
+    mae = [f["mae_nats"] for f in out if f.get("mae_nats") is not None]
     return {
         "folds": out,
-        "rmse_log": float(np.sqrt(np.mean([f["rmse_log"] ** 2 for f in done]))) if done else None,
-        "mae_nats": float(np.mean([f["mae_nats"] for f in done])) if done else None,
+        "rmse_log": float(np.sqrt(np.mean(np.square(rmse)))) if rmse else None,
+        "mae_nats": float(np.mean(mae)) if mae else None,
     }
 
 

@@ -96,6 +96,26 @@ def _flagged(flagged: list[dict]) -> list[str]:
     return lines
 
 
+def _collapsed(collapsed: list[dict]) -> list[str]:
+    """The cells the fits left out because a loss is NaN or infinite, each with which."""
+    if not collapsed:
+        return []
+    lines = [
+        "",
+        "## Collapsed cells left out of the fits",
+        "",
+        f"{len(collapsed)} cell(s) collapsed (a loss is NaN or infinite): their rows stay in "
+        "`results/qid.parquet` (column `status`) but no law is fitted to them.",
+        "",
+        "| suite | size | step | method | bits | eval set | why |",
+        "|---|---|---:|---|---:|---|---|",
+    ]
+    for c in collapsed:
+        cells = (c.get(k, "") for k in ("suite", "size", "step", "method", "bits", "eval_set"))
+        lines.append("| " + " | ".join(map(str, cells)) + f" | {c.get('why', '')} |")
+    return lines
+
+
 def summary(fits: dict) -> str:
     meta = fits.get("meta", {})
     weighting = "weighted by qid/qid_se" if meta.get("weighted") else "unweighted"
@@ -159,15 +179,18 @@ def summary(fits: dict) -> str:
             "",
             "## Held-out validation (Eq. 8 refitted without each part)",
             "",
-            "| held out | cells | RMSE of log QiD | mean abs. error (nats) |",
-            "|---|---:|---:|---:|",
+            "| held out | cells | RMSE of log QiD | mean abs. error (nats) | note |",
+            "|---|---:|---:|---:|---|",
         ]
         for fold in validation["folds"]:
+            # A fold without a number says why (not fitted, or nothing to measure on).
+            note = fold.get("skipped") or fold.get("note")
             out.append(
-                f"| {fold['held_out']} | {fold['n_test']} | {_g(fold['rmse_log'])} | "
-                f"{_g(fold['mae_nats'])} |"
+                f"| {fold['held_out']} | {fold.get('n_test', 0)} | {_g(fold.get('rmse_log'))} | "
+                f"{_g(fold.get('mae_nats'))} | {note or ''} |"
             )
     out += _flagged(fits.get("excluded", {}).get("flagged", []))
+    out += _collapsed(fits.get("excluded", {}).get("collapsed", []))
     out += ["", "## Table 1 check: the published law against the paper's printed 2-bit column", ""]
     published = table1(None, bits=BITS[:1]).set_index(["model", "qid"])
     worst = max(
