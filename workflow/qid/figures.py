@@ -67,6 +67,11 @@ def _plain_log_ticks(g: sns.FacetGrid) -> None:
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
+def _g(x: float | None) -> str:
+    """An interval bound: null in fits.json where lmfit could not estimate it."""
+    return "n/a" if x is None else f"{x:.3g}"
+
+
 def _title(fits: dict) -> str:
     meta = fits.get("meta", {})
     return f"{meta.get('method') or 'all methods'} on {meta.get('eval_set') or 'all eval sets'}"
@@ -139,7 +144,7 @@ def _law_figure(
                 target.plot(xs, c["value"] * xs ** (sign * exponent), color="k", lw=0.7, alpha=0.6)
         p = fit["params"][name]
         stat = (
-            f"{name} = {p['value']:.3g} [{p['ci_low']:.3g}, {p['ci_high']:.3g}], "
+            f"{name} = {p['value']:.3g} [{_g(p['ci_low'])}, {_g(p['ci_high'])}], "
             f"R2(log) = {fit['r2_log']:.2f}"
         )
     else:
