@@ -91,13 +91,18 @@ class Job:
     def cell_settings(self, base: dict[str, Any], method: str, bits: int) -> dict[str, Any]:
         from qid.quantize import get_method
 
-        calibrates = get_method(method).calibration and self.calibration is not None
+        options = self.options[method]
+        calibration = None
+        if get_method(method).calibration:
+            calibration = sha256_file(self.calibration) if self.calibration else None
+        else:  # a method that does not calibrate ignores the calibration set's length
+            options = {k: v for k, v in options.items() if k != "calibration_length"}
         return {
             **base,
             "method": method,
             "bits": bits,
-            "options": self.options[method],
-            "calibration": sha256_file(self.calibration) if calibrates else None,
+            "options": options,
+            "calibration": calibration,
         }
 
     def eval_paths(self, variant: str) -> list[Path]:
@@ -210,6 +215,17 @@ def _run_cell(job: Job, cell: grid.Cell, settings: str, calibration: list[str] |
             shutil.rmtree(cell.quantized, ignore_errors=True)
 
 
+def _release_memory() -> None:
+    """What a failed cell's frames held (often the cause: GPU memory) is freed for the next."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _calibration(path: Path | None) -> list[str] | None:
     """The calibration texts of a parquet (column `text`), if given."""
     if path is None:
@@ -240,14 +256,17 @@ def run_cells(job: Job) -> list[Failure]:
             calibration = _calibration(job.calibration)  # read once, when a cell needs it
         try:
             _run_cell(job, cell, settings, calibration)
+            continue
         except Exception as err:  # noqa: BLE001 - any failure of one cell is that cell's
             traceback.print_exc()
             failures.append(Failure(cell.variant, one_line(err)))
-            _write_failed(job, cell, settings, failures[-1].error)
-            print(f"{cell.variant}: failed: {failures[-1].error}")
+        _write_failed(job, cell, settings, failures[-1].error)
+        print(f"{cell.variant}: failed: {failures[-1].error}")
+        _release_memory()
+    c = job.checkpoint
     for f in failures:
         print(
-            f"qid cells: cell {f.variant} of {job.checkpoint.path} failed: {f.error}",
+            f"qid cells: {c.suite}/{c.size}/step{c.step}/{f.variant} failed: {f.error}",
             file=sys.stderr,
         )
     return failures
