@@ -20,6 +20,7 @@ from typing import Any
 
 from qid import QidError, grid
 from qid.grid import BASE, CHECKPOINT_META
+from qid.integrity import sha256_file, weight_files
 
 # What an evaluation depends on besides the model: the keys of qid.evaluate.run's settings.
 EVALUATION_KEYS = ("context", "batch_tokens", "dtype", "fake_quant", "reference_tokenizer")
@@ -37,17 +38,9 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
-def sha256_file(path: Path) -> str:
-    from qid.integrity import sha256_file as sha
-
-    return sha(Path(path))
-
-
 def checkpoint_identity(checkpoint: Path) -> dict[str, Any]:
     """The checkpoint's weights: the fingerprint its qid_checkpoint.json carries, else the weight
     files' sizes and mtimes (hashing gigabytes on every rerun would cost more than it saves)."""
-    from qid.integrity import weight_files
-
     meta = Path(checkpoint) / CHECKPOINT_META
     if meta.is_file():
         fingerprint = json.loads(meta.read_text()).get("fingerprint")
