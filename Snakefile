@@ -45,6 +45,8 @@ rule all:
     default_target: True
     input:
         grid.QID_TABLE,
+        # Each result itself, so that a missing one is noticed and regenerated.
+        all_evaluations(),
         grid.FITS,
         grid.SUMMARY,
         expand(grid.TABLE1, which=["", "_published"], ext=["md", "csv"]),

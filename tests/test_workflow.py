@@ -204,6 +204,26 @@ def test_an_evaluation_setting_reruns_the_evaluations_and_no_training(
     assert not UPSTREAM & set(jobs), jobs
 
 
+@pytest.mark.parametrize(
+    ("per_job", "rule"), [("checkpoint", "checkpoint_micro"), ("cell", "quantize")]
+)
+def test_the_default_target_notices_a_missing_result(request, per_job, rule, tmp_path):
+    # Snakemake reruns no job for a missing file whose consumer (aggregate) looks up to date:
+    # the default target asks for every result itself.
+    workdir = request.getfixturevalue("study" if per_job == "checkpoint" else "per_cell")
+    result = workdir / "results/micro/eval/h32-l1/step8/rtn-3bit/sotu.json"
+    saved = tmp_path / "saved.json"
+    shutil.copy2(result, saved)
+    result.unlink()
+    try:
+        jobs = scheduled(workdir, micro(per_job), tmp_path)
+    finally:
+        shutil.copy2(saved, result)  # as it was, mtime included: the study stays up to date
+    assert jobs.get(rule) == 1 and jobs.get("aggregate") == 1, jobs
+    assert not UPSTREAM & set(jobs), jobs
+    assert not {"evaluate_base", "checkpoint_micro", "quantize"} - {rule} & set(jobs), jobs
+
+
 def test_one_cell_reruns_with_its_checkpoint_only(study):
     # The micro config runs one job per checkpoint (execution.per_job): asking for a cell's
     # output reruns that checkpoint's job and nothing else.

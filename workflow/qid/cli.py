@@ -219,36 +219,24 @@ def _cells(text: str) -> list[tuple[str, int]]:
 
 
 def cmd_cells(args) -> None:
-
-    from qid.quantize import check_bits, get_method, preflight, quantize_cell
+    from qid.cells import EVALUATION_KEYS, Job, check_job, run_cells
 
     ckpt = grid.Checkpoint(args.suite, args.size, args.step)
-    args.checkpoint = args.checkpoint or Path(ckpt.path)
-    for method, bits in args.cells:  # every cell is checked before any work is done
-        check_bits(method, bits)
-        if method not in args.options:
-            raise QidError(f"no --options for method {method!r}")
-        if get_method(method).calibration and not args.calibration:
-            raise QidError(f"method {method!r} needs --calibration")
-        preflight(method, bits, args.options[method], args.checkpoint)
+    job = Job(
+        checkpoint=ckpt,
+        path=args.checkpoint or Path(ckpt.path),
+        cells=args.cells,
+        options=args.options,
+        calibration=args.calibration,
+        texts=args.texts,
+        evaluation={k: getattr(args, k) for k in EVALUATION_KEYS},
+        keep_models=not args.drop_quantized,
+    )
+    check_job(job)  # every cell is checked before any work is done
     _threads(args.threads)
-    eval_sets = [Path(t).stem for t in args.texts]
-    _evaluate(args, [Path(ckpt.eval_path(grid.BASE, e)) for e in eval_sets])
-    calibration = _calibration(args.calibration)
-    for method, bits in args.cells:
-        cell = grid.Cell(ckpt, method, bits)
-        info = quantize_cell(
-            args.checkpoint,
-            Path(cell.quantized),
-            Path(cell.record),
-            method,
-            bits,
-            args.options[method],
-            calibration,
-        )
-        print(f"{cell.variant}: quantized in {info['seconds']:.1f} s -> {cell.quantized}")
-        outs = [Path(cell.eval_path(e)) for e in eval_sets]
-        _evaluate(args, outs, method, bits, Path(cell.quantized))
+    # Exit 0 even when cells failed: their failed records keep the job's finished cells (a
+    # failed job's outputs are deleted), and `qid aggregate` refuses them by name.
+    run_cells(job)
 
 
 def cmd_evaluate(args) -> None:
@@ -698,6 +686,11 @@ def parser() -> argparse.ArgumentParser:
         "--options", type=_json, required=True, help="each method's options (JSON by method)"
     )
     s.add_argument("--calibration", type=Path, help="parquet of calibration texts")
+    s.add_argument(
+        "--drop-quantized",
+        action="store_true",
+        help="delete each cell's quantized model once evaluated (the workflow's default)",
+    )
     s.add_argument("--threads", type=int)
     s.set_defaults(func=cmd_cells)
 

@@ -224,10 +224,12 @@ def checkpoint_job_inputs(wildcards):
     return inputs
 
 
+KEEP_QUANTIZED = config["execution"]["keep_quantized"]
+
+
 def quantized_output(path):
     """A cell's quantized model: deleted once evaluated unless `execution.keep_quantized`."""
-    keep = config["execution"]["keep_quantized"]
-    return directory(path) if keep else temp(directory(path))
+    return directory(path) if KEEP_QUANTIZED else temp(directory(path))
 
 
 # A variant directory that is neither the 16-bit baseline nor a configured cell.
@@ -270,17 +272,18 @@ def suite_threads(suite):
 
 
 def checkpoint_job_outputs(suite):
-    """Everything a checkpoint's job writes, at the same paths as the per-cell jobs."""
+    """Everything a checkpoint's job writes, at the same paths as the per-cell jobs. Flagged
+    `update`: Snakemake does not delete them before the job reruns (and restores them if
+    the rerun fails), so `qid cells` keeps the cells still valid and recomputes the others. Quantized models
+    are outputs only with `execution.keep_quantized` (else the job deletes each once
+    evaluated); then a rerun copies them aside first (Snakemake's backup of updated outputs),
+    which costs disk and time but far less than quantizing again."""
     variants = grid.suite_variants(config, suite)
     cell = {"method": [m for m, _ in variants], "bits": [b for _, b in variants]}
-    return {
+    outputs = {
         "base": expand(
             grid.EVAL, variant=grid.BASE, eval_set=EVAL_SETS, allow_missing=True
         ),
-        "models": [
-            quantized_output(p)
-            for p in expand(grid.QUANTIZED, zip, **cell, allow_missing=True)
-        ],
         "records": expand(grid.QUANT_RECORD, zip, **cell, allow_missing=True),
         "evals": [
             p
@@ -290,6 +293,10 @@ def checkpoint_job_outputs(suite):
             )
         ],
     }
+    if KEEP_QUANTIZED:
+        models = expand(grid.QUANTIZED, zip, **cell, allow_missing=True)
+        outputs["models"] = [directory(p) for p in models]
+    return {name: update(paths) for name, paths in outputs.items()}
 
 
 def checkpoint_evals(wildcards):
@@ -314,6 +321,8 @@ def released_revisions():
 
 
 def all_evaluations():
+    """Every eval JSON of the grid (the default target asks for them too: Snakemake reruns no
+    job for a missing file whose consumers look up to date)."""
     base = {
         c.eval_path(grid.BASE, e) for c in grid.checkpoints(config) for e in EVAL_SETS
     }
