@@ -3,8 +3,9 @@
 A failing cell does not throw away the others: its eval JSONs are written as failed records
 (`status: failed` and the error) and the job goes on, so Snakemake, which deletes every
 output of a failed job, keeps the finished cells; `qid aggregate` then refuses the failed
-records by name. A rerun reuses a cell whose eval JSONs are all `ok` and carry the `settings`
-digest the cell would be computed with now, and recomputes anything else.
+records by name. A rerun reuses a cell whose eval JSONs are all results (`ok` or
+`collapsed`) with the `settings` digest the cell would be computed with now, and recomputes
+anything else.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from typing import Any
 from qid import QidError, grid
 from qid.grid import BASE, CHECKPOINT_META
 from qid.integrity import sha256_file, weight_files
+from qid.strict_json import dumps
 
 # What an evaluation depends on besides the model: the keys of qid.evaluate.run's settings.
 EVALUATION_KEYS = ("context", "batch_tokens", "dtype", "fake_quant", "reference_tokenizer")
+# The statuses of an eval record that are results (qid.evaluate.collapse_status), not failures.
+RESULTS = ("ok", "collapsed")
 
 
 @dataclass(frozen=True)
@@ -109,22 +113,24 @@ def _device() -> str:
 
 
 def is_done(paths: list[Path], settings: str) -> bool:
-    """All of a model's eval JSONs exist, say `ok`, and were computed with these settings."""
+    """All of a model's eval JSONs exist, are results (`ok`, or `collapsed`: a diverged model
+    is a result too), and were computed with these settings."""
     for path in paths:
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return False
-        if record.get("status") != "ok" or record.get("settings") != settings:
+        if record.get("status") not in RESULTS or record.get("settings") != settings:
             return False
     return True
 
 
-def _mark_ok(records: list[dict], paths: list[Path], settings: str) -> None:
-    # qid.evaluate.run wrote the record; it is rewritten with how the job computed it.
+def _mark_settings(records: list[dict], paths: list[Path], settings: str) -> None:
+    # qid.evaluate.run wrote the record (status ok or collapsed); it is rewritten with how the
+    # job computed it, as strict JSON (a collapsed loss is NaN in memory, null on disk).
     for record, path in zip(records, paths, strict=True):
-        record.update(status="ok", settings=settings)
-        path.write_text(json.dumps(record) + "\n")
+        record["settings"] = settings
+        path.write_text(dumps(record) + "\n")
 
 
 def _evaluate(job: Job, paths: list[Path], settings: str, **model) -> None:
@@ -142,7 +148,7 @@ def _evaluate(job: Job, paths: list[Path], settings: str, **model) -> None:
         fake_quant=ev.get("fake_quant", False),
         **model,
     )
-    _mark_ok(records, paths, settings)
+    _mark_settings(records, paths, settings)
     for r in records:
         print(
             f"{r['eval_set']}: {r['variant']} loss {r['loss']:.5f} "
