@@ -153,6 +153,40 @@ def test_cells_exits_zero_and_names_the_failed_cell(tiny_checkpoint, texts, monk
 # End to end: a tiny per-checkpoint study whose GPTQ cell fails at run time.
 
 
+def test_a_collapsed_model_is_a_result_written_as_strict_json_and_kept(
+    tiny_checkpoint, texts, tmp_path, capsys
+):
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint, broken)
+    model = AutoModelForCausalLM.from_pretrained(broken)
+    with torch.no_grad():
+        model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight[0, 0] = float("nan")
+    model.save_pretrained(broken)
+    job = make_job(broken, texts, cells=[("rtn", 2)])
+    assert run_cells(job) == []
+
+    def no_constant(token):
+        raise ValueError(f"{token} in an eval JSON")
+
+    for variant in (grid.BASE, "rtn-2bit"):
+        path = Path(CKPT.eval_path(variant, "heldout"))
+        rec = json.loads(path.read_text(), parse_constant=no_constant)
+        assert (rec["status"], rec["loss"]) == ("collapsed", None)
+    before = mtimes_of([grid.BASE, "rtn-2bit"])
+    run_cells(job)
+    assert mtimes_of([grid.BASE, "rtn-2bit"]) == before
+    assert "kept base\nkept rtn-2bit\n" in capsys.readouterr().out
+
+
+def mtimes_of(variants: list[str]) -> dict[str, int]:
+    return {v: Path(CKPT.eval_path(v, "heldout")).stat().st_mtime_ns for v in variants}
+
+
 def tiny_study(tmp_path: Path, calibration_length: int) -> Path:
     config = yaml.safe_load(MICRO.read_text())
     config["suites"]["micro"]["sizes"] = {"h32-l1": config["suites"]["micro"]["sizes"]["h32-l1"]}
