@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -158,3 +160,94 @@ def test_a_table_that_is_not_parquet_is_one_line(tmp_path, capsys):
     table.write_text("not a table")
     err = _one_line(capsys, ["fit", "--table", str(table), "--out", str(tmp_path / "f.json")])
     assert f"--table '{table}' is not a parquet file (Parquet magic bytes not found" in err
+
+
+def test_tables_reach_arrow_as_paths_not_python_files(tmp_path, monkeypatch, capsys):
+    """The cause of `qid fit`'s exit 134 on errors: pandas hands Arrow a Python file object, and
+    an Arrow thread releasing its buffers after the interpreter began to exit aborts (see
+    qid.data.read_table). Every parquet qid reads must reach Arrow as a path."""
+    import pyarrow.parquet as pq
+
+    sources = []
+    for name in ("read_table", "ParquetFile"):
+        real = getattr(pq, name)
+
+        def spy(source, *args, _real=real, **kwargs):
+            sources.append(source)
+            return _real(source, *args, **kwargs)
+
+        monkeypatch.setattr(pq, name, spy)
+    table = tmp_path / "t.parquet"
+    pd.DataFrame({"qid": [0.1]}).to_parquet(table)
+    _one_line(capsys, ["fit", "--table", str(table), "--out", str(tmp_path / "f.json")])
+    texts = tmp_path / "texts.parquet"
+    pd.DataFrame({"text": TEXTS}).to_parquet(texts)
+    from qid.data import read_texts
+
+    assert read_texts(texts) == TEXTS
+    assert sources and all(isinstance(s, str) for s in sources), sources
+
+
+def test_fit_errors_exit_1_every_time(tmp_path):
+    """`qid fit` on a table it refuses, in parallel processes (the abort was a race, rarer on an
+    idle machine): every exit is the error's 1, none 134 (SIGABRT)."""
+    table = tmp_path / "t.parquet"
+    pd.DataFrame({"qid": [0.1]}).to_parquet(table)
+    cmd = [sys.executable, "-m", "qid.cli", "fit", "--table", str(table)]
+    runs = [
+        subprocess.Popen([*cmd, "--out", str(tmp_path / f"{i}.json")], stderr=subprocess.PIPE)
+        for i in range(8)
+    ]
+    errors = [run.communicate(timeout=300)[1].decode() for run in runs]
+    assert [run.returncode for run in runs] == [1] * len(runs), errors
+    for err in errors:
+        assert err.startswith("qid fit: error: table lacks column(s)") and err.count("\n") == 1
+
+
+RTN = {"group_size": 32}
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002], ids=["umask022", "umask002"])
+def test_checkpoints_and_quantized_models_respect_the_umask(tiny_checkpoint, tmp_path, umask):
+    """safetensors writes weights 0600 whatever the umask: a team could not read the results."""
+    import transformers
+
+    from qid.checkpoints import save
+    from qid.quantize import quantize_cell
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_checkpoint)
+    saved = os.umask(umask)
+    try:
+        save(model, tokenizer, tmp_path / "ckpt", {"step": 10})
+        quantize_cell(tiny_checkpoint, tmp_path / "q", tmp_path / "q.json", "rtn", 4, RTN, None)
+    finally:
+        os.umask(saved)
+    for root in (tmp_path / "ckpt", tmp_path / "q"):
+        modes = _modes(root)
+        assert "model.safetensors" in modes
+        assert modes == {name: (0o777 if name == "." else 0o666) & ~umask for name in modes}, root
+
+
+def test_gptq_leaves_no_log_file_in_logs_and_shares_its_files(tiny_checkpoint, tmp_path):
+    """GPTQModel writes a log file per quantization into ./logs, the workflow's log directory;
+    and its weights, 0600 by safetensors, get the umask's mode (here 002: 0664)."""
+    pytest.importorskip("gptqmodel")
+    calibration = tmp_path / "calibration.parquet"
+    pd.DataFrame({"text": TEXTS}).to_parquet(calibration)
+    cmd = [sys.executable, "-m", "qid.cli", "quantize", "--checkpoint", str(tiny_checkpoint)]
+    cmd += ["--method", "gptq", "--bits", "4", "--out", "q", "--record", "q.json"]
+    cmd += ["--calibration", str(calibration), "--threads", "2"]
+    cmd += ["--options", json.dumps({"group_size": 32, "damp_percent": 0.05})]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, umask=0o002
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "logs").exists()
+    modes = _modes(tmp_path / "q")
+    assert any(name.endswith(".safetensors") for name in modes)
+    assert modes == {name: 0o775 if name == "." else 0o664 for name in modes}
