@@ -209,11 +209,11 @@ def read_meta(checkpoint: str | Path) -> dict:
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def open_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Path:
+def open_checkpoint(path: str | Path, flag: str = "--checkpoint", weights: bool = True) -> Path:
     """The model directory `path` names, checked before any weights load; one line naming
     `flag` and what is wrong else: a path that does not exist, no config.json or no model_type
-    in it (transformers' "Unrecognized model"), no weights, or a weight file that is truncated
-    or corrupt (with the command that makes it again).
+    in it (transformers' "Unrecognized model"), and unless not `weights`: no weights, or a
+    weight file that is truncated or corrupt (with the command that makes it again).
 
     A hub id (`org/name`) that is no path is read from the local HF cache (offline): a model
     the workflow fetched, or one downloaded by hand. Nothing is downloaded here.
@@ -225,14 +225,19 @@ def open_checkpoint(path: str | Path, flag: str = "--checkpoint") -> Path:
     if not directory.is_dir():
         raise QidError(f"{where} is not a directory (a model is a directory with config.json)")
     config = _config(directory, where)
+    if weights:
+        _check_weights(directory, where, flag, quantized="quantization_config" in config)
+    return directory
+
+
+def _check_weights(directory: Path, where: str, flag: str, quantized: bool) -> None:
     files = weight_files(directory)
     if not files:
         raise QidError(f"{where} holds no weights (*.safetensors, *.bin): not a model directory")
     for file in files:
         if problem := weight_problem(file):
-            fix = _remedy(directory, file, flag, quantized="quantization_config" in config)
+            fix = _remedy(directory, file, flag, quantized)
             raise QidError(f"{where}: weight file {str(file)!r} {problem}; {fix}")
-    return directory
 
 
 def _missing(path: str, flag: str) -> NoReturn:

@@ -146,7 +146,7 @@ def preflight(method: str, bits: int, options: dict[str, Any], checkpoint: Path)
     from qid.checkpoints import open_checkpoint
 
     check_bits(method, bits)
-    open_checkpoint(checkpoint)
+    checkpoint = open_checkpoint(checkpoint, weights=False)  # the architecture needs no weights
     backend = get_method(method).backend()
     if hasattr(backend, "check"):
         from qid.quantize.layers import meta_model
@@ -168,8 +168,8 @@ def quantize_cell(
     The quantized files get the mode the umask gives (`qid.checkpoints.share`)."""
     from qid.checkpoints import open_checkpoint, share
 
-    checkpoint = open_checkpoint(checkpoint)  # a hub id: its snapshot in the local HF cache
     preflight(method, bits, options, checkpoint)
+    checkpoint = open_checkpoint(checkpoint)  # its weights, before a backend loads them
     spec = get_method(method)
     if spec.calibration and not calibration:
         raise QidError(f"method {method!r} needs calibration texts, none were given")
