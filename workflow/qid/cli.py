@@ -192,15 +192,21 @@ def _calibration(path: Path | None) -> list[str] | None:
     """The calibration texts of a --calibration parquet (column `text`), if given."""
     if path is None:
         return None
-    import pandas as pd
+    from qid.data import read_texts
 
-    return pd.read_parquet(path)["text"].tolist()
+    return read_texts(path, "--calibration")
 
 
 def cmd_quantize(args) -> None:
-
+    from qid.checkpoints import open_checkpoint
+    from qid.data import check_texts
     from qid.quantize import quantize_cell
 
+    # Every input is checked before a model loads: eval texts found wrong only after minutes of
+    # quantizing would waste them.
+    open_checkpoint(args.checkpoint)
+    for path in args.texts:
+        check_texts(path, "--texts")
     _threads(args.threads)
     calibration = _calibration(args.calibration)
     info = quantize_cell(
@@ -270,12 +276,11 @@ def _load_fits(path: Path | None) -> dict | None:
 
 
 def cmd_fit(args) -> None:
-    import pandas as pd
-
+    from qid.data import read_table
     from qid.laws import fit_all
 
     fits = fit_all(
-        pd.read_parquet(args.table),
+        read_table(args.table, "--table"),
         method=args.method,
         eval_set=args.eval_set,
         confidence=args.confidence,
@@ -525,9 +530,10 @@ def cmd_bitnet(args) -> None:
     import pandas as pd
 
     from qid.bitnet import compare, to_markdown
+    from qid.data import read_table
 
     evals = [json.loads(Path(p).read_text()) for p in args.evals]
-    table = pd.read_parquet(args.table) if args.table else pd.DataFrame()
+    table = read_table(args.table, "--table") if args.table else pd.DataFrame()
     frame = compare(evals, table, bits=args.bits)
     text = to_markdown(frame)
     _write_table(frame, text, args.out_csv, args.out_md)

@@ -156,11 +156,60 @@ def build_corpus(data: dict, seed: int, tokenizer_dir: Path, train_ids: Path) ->
     }
 
 
-def read_texts(path: str | Path) -> list[str]:
-    path = Path(path)
+def _parquet(path: Path, flag: str):
+    """The pyarrow ParquetFile of `path` (its schema and row count, no data read), or one line
+    naming `flag` and what is wrong."""
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise DataError(f"{flag} {str(path)!r} does not exist")
     if not path.is_file():
-        raise DataError(f"eval texts {str(path)!r} do not exist")
-    texts = pd.read_parquet(path, columns=["text"])["text"].tolist()
-    if not texts:
-        raise DataError(f"eval set {str(path)!r} is empty")
-    return texts
+        raise DataError(f"{flag} {str(path)!r} is not a file (a parquet file is expected)")
+    try:
+        return pq.ParquetFile(str(path))
+    except Exception as err:  # pyarrow raises several types for a file that is not parquet
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{flag} {str(path)!r} is not a parquet file ({reason})") from None
+
+
+def read_table(path: str | Path, flag: str = "table", columns: list[str] | None = None):
+    """A parquet file as a DataFrame, read by its path; one line naming `flag` for a file that
+    is missing, not parquet, or lacks one of `columns`.
+
+    Not `pd.read_parquet(path)`: pandas opens the file itself and hands Arrow a Python file
+    object. Arrow's reader threads then hold Python buffers, and one may drop the last of them
+    after the interpreter has begun to exit (quickly, as on an error a few ms after the read);
+    taking the GIL then ends that thread by a forced unwind through a C++ destructor:
+    std::terminate, "terminate called without an active exception", SIGABRT (exit 134). Read by
+    path, Arrow's threads hold no Python object.
+    """
+    path = Path(path)
+    names = _parquet(path, flag).schema_arrow.names
+    missing = [c for c in columns or [] if c not in names]
+    if missing:
+        raise DataError(
+            f"{flag} {str(path)!r} has no column {missing[0]!r} (columns: {', '.join(names)})"
+        )
+    import pyarrow.parquet as pq
+
+    return pq.read_table(str(path), columns=columns, use_pandas_metadata=True).to_pandas()
+
+
+def check_texts(path: str | Path, flag: str = "--texts") -> int:
+    """The number of texts of a parquet with a `text` column, read from its footer alone (no
+    data), so that a command checks its texts before loading a model; one line naming `flag`
+    and what is wrong (missing, not parquet, no `text` column, empty) else."""
+    path = Path(path)
+    meta = _parquet(path, flag)
+    names = meta.schema_arrow.names
+    if "text" not in names:
+        raise DataError(f"{flag} {str(path)!r} has no column 'text' (columns: {', '.join(names)})")
+    if meta.metadata.num_rows == 0:
+        raise DataError(f"{flag} {str(path)!r} holds no texts")
+    return meta.metadata.num_rows
+
+
+def read_texts(path: str | Path, flag: str = "--texts") -> list[str]:
+    """The `text` column of a texts parquet (eval set, calibration), checked by `check_texts`."""
+    check_texts(path, flag)
+    return read_table(path, flag, columns=["text"])["text"].tolist()

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from qid import QidError
+from qid.checkpoints import open_checkpoint
+from qid.data import check_texts, read_table
 from qid.laws import draws_law, interval, parameter_draws, unified_from_fit
 from qid.table1 import LEVELS, law_for
 
@@ -169,27 +171,6 @@ def check_options(method: str, bits: int, options: dict) -> None:
     raise QidError(f"--options for method {method!r}: option {where!r}: {problem.message}")
 
 
-def check_texts(path: Path, flag: str) -> int:
-    """The number of texts of a parquet with a `text` column; one line naming `flag` else."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise QidError(f"{flag} {str(path)!r} does not exist")
-    try:
-        meta = pq.ParquetFile(path)
-    except Exception as err:  # pyarrow raises several types for a file that is not parquet
-        raise QidError(f"{flag} {str(path)!r} is not a parquet file ({err})") from None
-    if "text" not in meta.schema_arrow.names:
-        raise QidError(
-            f"{flag} {str(path)!r} has no column 'text' "
-            f"(columns: {', '.join(meta.schema_arrow.names)})"
-        )
-    if meta.metadata.num_rows == 0:
-        raise QidError(f"{flag} {str(path)!r} holds no texts")
-    return meta.metadata.num_rows
-
-
 def default_calibration(
     method: str, seed: int = 0, pool: list[str] | None = None
 ) -> tuple[list[str], dict]:
@@ -236,13 +217,12 @@ def default_calibration(
 def _given_calibration(path: Path, checkpoint: Path, methods: list[str]) -> tuple[list, dict, list]:
     """The texts of a --calibration parquet, their size in the checkpoint's tokens, and a
     warning for each method whose library recommends more."""
-    import pandas as pd
     from transformers import AutoTokenizer
 
     from qid.quantize import get_method
 
     check_texts(path, "--calibration")
-    texts = pd.read_parquet(path, columns=["text"])["text"].fillna("").astype(str).tolist()
+    texts = read_table(path, "--calibration", ["text"])["text"].fillna("").astype(str).tolist()
     tokens = [len(ids) for ids in AutoTokenizer.from_pretrained(checkpoint)(texts)["input_ids"]]
     median = int(np.median(tokens))
     warnings = []
@@ -285,10 +265,7 @@ def prepare(
     for method in methods:
         for b in bits:
             check_options(method, b, per_method[method])
-    checkpoint = Path(checkpoint)
-    if not (checkpoint / "config.json").is_file():
-        what = "has no config.json" if checkpoint.is_dir() else "does not exist"
-        raise QidError(f"--checkpoint {str(checkpoint)!r} {what}: not a causal LM directory")
+    checkpoint = open_checkpoint(checkpoint, "--checkpoint")
     check_texts(texts, "--texts")
     config = json.loads((checkpoint / "config.json").read_text())
     context = config.get("max_position_embeddings", config.get("n_positions"))

@@ -190,10 +190,15 @@ def run(
     from transformers import AutoModelForCausalLM
 
     from qid.bitnet import restore as restore_bitnet
-    from qid.checkpoints import non_embedding_params, read_meta
+    from qid.checkpoints import non_embedding_params, open_checkpoint, read_meta
+    from qid.data import check_texts
     from qid.grid import CHECKPOINT_META
     from qid.quantize import check_bits, load_quantized
 
+    # Every path is checked before a model loads (one line each, see qid.checkpoints).
+    checkpoint = open_checkpoint(checkpoint)
+    for text_path in texts:
+        check_texts(text_path, "--texts")
     # A trained suite's checkpoint says its suite, step, D and N; any other causal LM has N
     # counted here (below) and the rest left empty.
     own = read_meta(checkpoint) if (Path(checkpoint) / CHECKPOINT_META).is_file() else {}
@@ -209,6 +214,7 @@ def run(
         if bits is None or quantized is None:
             raise QidError("qid evaluate: --method needs --bits and --quantized")
         check_bits(method, bits)
+        quantized = open_checkpoint(quantized, "--quantized")
         variant = grid.variant(method, bits)
         model = load_quantized(method, quantized, fake_quant)
         source = quantized

@@ -31,6 +31,7 @@ from qid.data import (
     corpus_split,
     load_wiki,
     paragraphs,
+    read_table,
     sample_texts,
 )
 
@@ -253,7 +254,7 @@ def file_rows(where: str, spec: dict) -> list[tuple[str, str]]:
         parts = raw.split("\n") if unit == "line" else re.split(r"\n\s*\n", raw)
         return [(str(i), part) for i, part in enumerate(parts)]
     if suffix == ".parquet":
-        frame = pd.read_parquet(path)
+        frame = read_table(path, f"{where}: file")
     elif suffix in (".jsonl", ".json"):
         try:
             frame = pd.read_json(path, lines=suffix == ".jsonl")

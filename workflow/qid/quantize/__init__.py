@@ -143,7 +143,10 @@ def check_widths(method: str, bits: list[int], options: dict, layers: list, wher
 def preflight(method: str, bits: int, options: dict[str, Any], checkpoint: Path) -> None:
     """Refuse, in one line, a cell that cannot work on `checkpoint` before any weights load: the
     backend's `check` sees the architecture built from its config on the meta device."""
+    from qid.checkpoints import open_checkpoint
+
     check_bits(method, bits)
+    checkpoint = open_checkpoint(checkpoint, weights=False)  # the architecture needs no weights
     backend = get_method(method).backend()
     if hasattr(backend, "check"):
         from qid.quantize.layers import meta_model
@@ -160,8 +163,13 @@ def quantize_cell(
     options: dict[str, Any],
     calibration: list[str] | None,
 ) -> dict[str, Any]:
-    """Quantize one checkpoint with one (method, bits); write the checkpoint and its JSON record."""
+    """Quantize one checkpoint with one (method, bits); write the checkpoint and its JSON record.
+
+    The quantized files get the mode the umask gives (`qid.checkpoints.share`)."""
+    from qid.checkpoints import open_checkpoint, share
+
     preflight(method, bits, options, checkpoint)
+    checkpoint = open_checkpoint(checkpoint)  # its weights, before a backend loads them
     spec = get_method(method)
     if spec.calibration and not calibration:
         raise QidError(f"method {method!r} needs calibration texts, none were given")
@@ -175,6 +183,7 @@ def quantize_cell(
             f"{method} quantized no layer of {checkpoint}: no linear map was found in its decoder "
             f"blocks (left alone: {', '.join(extra.get('skipped_layers', {})) or 'nothing'})"
         )
+    share(Path(out))
     info = {
         "method": method,
         "bits": bits,

@@ -108,6 +108,28 @@ def _quiet():
                 setattr(obj, attr, value)
 
 
+@contextlib.contextmanager
+def _no_log_files():
+    """Keep GPTQModel from writing a log file per quantization into `logs/` of the working
+    directory, which is the workflow's log directory: its processors' per-module stats (loss,
+    samples, damping, time) go there as `gptq_log_<random>_time_<date>.log`, a path no setting
+    changes (GPTQModel 7.6: `LoopProcessor._build_log_file_path`). The same stats are saved
+    beside the model as quant_log.csv (the record's gptq_loss_* read it), so they are dropped.
+    If a later version moves that hook, the file comes back; nothing breaks."""
+    try:
+        from gptqmodel.looper.loop_processor import LoopProcessor
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    saved = LoopProcessor.__dict__.get("_build_log_file_path")
+    LoopProcessor._build_log_file_path = staticmethod(lambda *_: Path(os.devnull))
+    try:
+        yield
+    finally:
+        if saved is not None:
+            LoopProcessor._build_log_file_path = saved
+
+
 def _import():
     """Import gptqmodel; always go through here (its import logs a banner at INFO)."""
     with stdout_to_stderr(), _quiet():
@@ -286,7 +308,7 @@ def _quantize(
     n_tokens = sum(len(r["input_ids"]) for r in rows)
     _warn_small_calibration(len(rows), n_tokens / len(rows))
 
-    with _quiet():
+    with _quiet(), _no_log_files():
         qcfg = QuantizeConfig(
             bits=bits,
             group_size=group_size,
