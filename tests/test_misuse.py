@@ -153,6 +153,13 @@ def test_bad_eval_texts_are_one_line_before_a_model_loads(
     assert _fill(message, inputs) in err
     flag = _fill(message, inputs).replace("--texts", "--calibration")
     assert flag in _one_line(capsys, [*argv, "--calibration", texts])
+    # qid cells (a checkpoint's job) checks its texts and calibration before its 16-bit eval
+    monkeypatch.chdir(tmp_path)
+    argv = ["cells", "--suite", "s", "--size", "h64-l2", "--step", "10", "--checkpoint", ckpt]
+    argv += ["--cells", "gptq:4", "--options", '{"gptq": {"group_size": 32}}']
+    good = str(inputs["texts"])
+    assert _fill(message, inputs) in _one_line(capsys, [*argv, "--texts", texts])
+    assert flag in _one_line(capsys, [*argv, "--texts", good, "--calibration", texts])
 
 
 def test_a_table_that_is_not_parquet_is_one_line(tmp_path, capsys):

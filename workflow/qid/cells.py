@@ -173,7 +173,7 @@ def _write_failed(job: Job, cell: grid.Cell, settings: str, error: str) -> None:
             "settings": settings,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record) + "\n")
+        path.write_text(dumps(record) + "\n")
     quant = {"method": cell.method, "bits": cell.bits, "status": "failed", "error": error}
     Path(cell.record).parent.mkdir(parents=True, exist_ok=True)
     Path(cell.record).write_text(json.dumps(quant, indent=2) + "\n")
@@ -225,13 +225,11 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _calibration(path: Path | None) -> list[str] | None:
+def calibration_texts(path: Path | None) -> list[str] | None:
     """The calibration texts of a parquet (column `text`), if given."""
-    if path is None:
-        return None
-    import pandas as pd
+    from qid.data import read_texts
 
-    return pd.read_parquet(path)["text"].tolist()
+    return None if path is None else read_texts(path, "--calibration")
 
 
 def run_cells(job: Job) -> list[Failure]:
@@ -252,7 +250,7 @@ def run_cells(job: Job) -> list[Failure]:
             print(f"kept {cell.variant}")
             continue
         if calibration is None and job.calibration is not None:
-            calibration = _calibration(job.calibration)  # read once, when a cell needs it
+            calibration = calibration_texts(job.calibration)  # read once, when a cell needs it
         try:
             _run_cell(job, cell, settings, calibration)
             continue
@@ -273,8 +271,13 @@ def run_cells(job: Job) -> list[Failure]:
 
 def check_job(job: Job) -> None:
     """Refuse, before any work, a cell that cannot run (unknown method, bad bits or options)."""
+    from qid.data import check_texts
     from qid.quantize import check_bits, get_method, preflight
 
+    for path in job.texts:
+        check_texts(path, "--texts")
+    if job.calibration is not None:
+        check_texts(job.calibration, "--calibration")
     for method, bits in job.cells:
         check_bits(method, bits)
         if method not in job.options:

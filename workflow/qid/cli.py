@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from qid import QidError, grid
+from qid.strict_json import dumps
 
 
 def _json(text: str):
@@ -188,16 +189,8 @@ def _evaluate(args, outs: list[Path], method=None, bits=None, quantized=None) ->
         )
 
 
-def _calibration(path: Path | None) -> list[str] | None:
-    """The calibration texts of a --calibration parquet (column `text`), if given."""
-    if path is None:
-        return None
-    from qid.data import read_texts
-
-    return read_texts(path, "--calibration")
-
-
 def cmd_quantize(args) -> None:
+    from qid.cells import calibration_texts
     from qid.checkpoints import open_checkpoint
     from qid.data import check_texts
     from qid.quantize import quantize_cell
@@ -208,7 +201,7 @@ def cmd_quantize(args) -> None:
     for path in args.texts:
         check_texts(path, "--texts")
     _threads(args.threads)
-    calibration = _calibration(args.calibration)
+    calibration = calibration_texts(args.calibration)
     info = quantize_cell(
         args.checkpoint, args.out, args.record, args.method, args.bits, args.options, calibration
     )
@@ -262,8 +255,6 @@ def cmd_aggregate(args) -> None:
 def _dump(data) -> str:
     """Indented JSON with each innermost list of numbers on one line (bootstrap draws, ranges);
     strict: a NaN or infinite number is written as null (qid.strict_json)."""
-    from qid.strict_json import dumps
-
     return re.sub(
         r'\[[^\[\]{}"]*\]',
         lambda m: "[" + " ".join(m.group()[1:-1].split()) + "]",
@@ -406,7 +397,7 @@ def cmd_diagnose(args) -> None:
     result = diagnose(args.qid, args.n_params, args.bits[0], fits, qid_se=args.qid_se, **law)
     _save(args.out, result)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(dumps(result, indent=2))
     else:
         _print_estimate(result)
 
@@ -485,7 +476,7 @@ def _diagnose_checkpoint(args, fits: dict | None, law: dict) -> None:
     doc["cells"] = estimate_cells(cells, fits, **law)
     _save(args.out, doc)
     if args.json:
-        print(json.dumps(doc, indent=2))
+        print(dumps(doc, indent=2))
     else:
         for entry in doc["cells"]:
             print(f"{entry['method']} {entry['bits']}-bit: ", end="")

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from qid.data import read_table  # noqa: E402
 from qid.laws import (  # noqa: E402
     LAWS,
     PUBLISHED,
@@ -949,11 +950,11 @@ def make_all(
     names = names or list(FIGURES)
     frame, fit = pd.DataFrame(), {}
     if any(name not in DATA for name in names):
-        frame = pd.read_parquet(table)
+        frame = read_table(table, "--table")
         frame.attrs["source"] = str(table)  # named by placeholder figures
         fit = json.loads(Path(fits).read_text())
     frames = {
-        key: pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+        key: pd.concat([read_table(p, f"--data {key}") for p in paths], ignore_index=True)
         for key, paths in (data or {}).items()
         if paths
     }

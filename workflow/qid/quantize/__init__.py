@@ -17,7 +17,6 @@ A backend module exposes
 from __future__ import annotations
 
 import importlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from qid import QidError
+from qid.strict_json import dumps
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ def quantize_cell(
         **extra,
     }
     Path(record).parent.mkdir(parents=True, exist_ok=True)
-    Path(record).write_text(json.dumps(info, indent=2) + "\n")
+    Path(record).write_text(dumps(info, indent=2) + "\n")
     return info
 
 
