@@ -57,6 +57,23 @@ def tiny_checkpoint(tmp_path_factory, tokenizer) -> Path:
     return path
 
 
+@pytest.fixture
+def collapsed_checkpoint(tiny_checkpoint, tmp_path) -> Path:
+    """A copy of the tiny checkpoint with one NaN weight: every loss it gives is NaN."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint, broken)
+    model = AutoModelForCausalLM.from_pretrained(broken)
+    with torch.no_grad():
+        model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight[0, 0] = float("nan")
+    model.save_pretrained(broken)
+    return broken
+
+
 def put_in_hub_cache(cache: Path, repo: str, revision: str, files: Path) -> str:
     """Lay `files` out as the hub's cache does (huggingface_hub's layout: blobs named by hash,
     snapshots/<commit>/ linking to them, refs/<revision> naming the commit); the commit hash."""

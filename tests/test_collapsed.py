@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -199,18 +198,10 @@ def test_diagnose_output_is_strict_json(tmp_path):
     }
 
 
-def test_a_collapsed_models_eval_json_is_strict_and_says_why(tiny_checkpoint, tmp_path):
-    import torch
-    from transformers import AutoModelForCausalLM
-
+def test_a_collapsed_models_eval_json_is_strict_and_says_why(collapsed_checkpoint, tmp_path):
     from qid.evaluate import run
 
-    broken = tmp_path / "broken"
-    shutil.copytree(tiny_checkpoint, broken)
-    model = AutoModelForCausalLM.from_pretrained(broken)
-    with torch.no_grad():
-        model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight[0, 0] = float("nan")
-    model.save_pretrained(broken)
+    broken = collapsed_checkpoint
     texts = tmp_path / "sotu.parquet"
     pd.DataFrame({"text": TEXTS[:4]}).to_parquet(texts)
     out = tmp_path / "eval" / "sotu.json"

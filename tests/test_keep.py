@@ -154,20 +154,9 @@ def test_cells_exits_zero_and_names_the_failed_cell(tiny_checkpoint, texts, monk
 
 
 def test_a_collapsed_model_is_a_result_written_as_strict_json_and_kept(
-    tiny_checkpoint, texts, tmp_path, capsys
+    collapsed_checkpoint, texts, capsys
 ):
-    import shutil
-
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    broken = tmp_path / "broken"
-    shutil.copytree(tiny_checkpoint, broken)
-    model = AutoModelForCausalLM.from_pretrained(broken)
-    with torch.no_grad():
-        model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight[0, 0] = float("nan")
-    model.save_pretrained(broken)
-    job = make_job(broken, texts, cells=[("rtn", 2)])
+    job = make_job(collapsed_checkpoint, texts, cells=[("rtn", 2)])
     assert run_cells(job) == []
 
     def no_constant(token):
