@@ -309,22 +309,3 @@ def test_failed_cells_are_set_aside_and_named_in_one_error(tmp_path):
     assert (tmp_path / "awq-2-8.failed.json").is_file()
     assert all(p.exists() for p in paths[:3])  # the finished cells are kept
     assert len(aggregate(paths[:3])) == 2  # and aggregate once the failed cells are redone
-
-
-# --- the micro study ---------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_every_json_the_micro_study_writes_is_strict(tmp_path_factory):
-    from test_workflow import snakemake
-
-    workdir = tmp_path_factory.mktemp("strict")
-    run = snakemake(workdir)
-    assert run.returncode == 0, run.stderr[-3000:]
-    written = sorted((workdir / "results").rglob("*.json"))
-    assert any(p.name == "fits.json" for p in written)
-    assert any("/eval/" in str(p) for p in written)
-    for path in written:
-        strict(path.read_text())
-    table = pd.read_parquet(workdir / "results" / "qid.parquet")
-    assert set(table.status) == {"ok"}

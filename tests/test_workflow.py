@@ -179,6 +179,19 @@ def test_the_results_say_how_they_were_evaluated(study):
     assert (table.context == CONFIG["evaluate"]["context"]).all()
 
 
+def test_every_json_the_study_writes_is_strict(study):
+    # No NaN or Infinity token (not JSON) in any result: non-finite numbers are written as null.
+    from test_collapsed import strict
+
+    written = sorted((study / "results").rglob("*.json"))
+    assert any(p.name == "fits.json" for p in written)
+    assert any("/eval/" in str(p) for p in written)
+    for path in written:
+        strict(path.read_text())
+    table = pd.read_parquet(study / "results" / "qid.parquet")
+    assert set(table.status) == {"ok"}
+
+
 @pytest.mark.parametrize("per_job", ["checkpoint", "cell"])
 def test_the_config_in_another_key_order_reruns_nothing(request, per_job, tmp_path):
     workdir = request.getfixturevalue("study" if per_job == "checkpoint" else "per_cell")
