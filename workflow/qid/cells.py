@@ -125,35 +125,10 @@ def is_done(paths: list[Path], settings: str) -> bool:
     return True
 
 
-def _mark_settings(records: list[dict], paths: list[Path], settings: str) -> None:
-    # qid.evaluate.run wrote the record (status ok or collapsed); it is rewritten with how the
-    # job computed it, as strict JSON (a collapsed loss is NaN in memory, null on disk).
-    for record, path in zip(records, paths, strict=True):
-        record["settings"] = settings
-        path.write_text(dumps(record) + "\n")
-
-
 def _evaluate(job: Job, paths: list[Path], settings: str, **model) -> None:
-    from qid.evaluate import run
+    from qid.evaluate import print_records, run
 
-    ev = job.evaluation
-    records = run(
-        job.path,
-        job.texts,
-        paths,
-        context=ev["context"],
-        batch_tokens=ev["batch_tokens"],
-        reference_tokenizer=ev.get("reference_tokenizer"),
-        dtype=ev.get("dtype", "auto"),
-        fake_quant=ev.get("fake_quant", False),
-        **model,
-    )
-    _mark_settings(records, paths, settings)
-    for r in records:
-        print(
-            f"{r['eval_set']}: {r['variant']} loss {r['loss']:.5f} "
-            f"({r['texts']} texts, {r['seconds']:.1f} s)"
-        )
+    print_records(run(job.path, job.texts, paths, settings=settings, **job.evaluation, **model))
 
 
 def _write_failed(job: Job, cell: grid.Cell, settings: str, error: str) -> None:

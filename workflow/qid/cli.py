@@ -166,27 +166,23 @@ def cmd_release(args) -> None:
 
 
 def _evaluate(args, outs: list[Path], method=None, bits=None, quantized=None) -> None:
-    from qid.evaluate import run
+    from qid.cells import EVALUATION_KEYS
+    from qid.evaluate import print_records, run
 
     if len(args.texts) != len(outs):
         raise QidError(f"qid {args.command}: give one output JSON per --texts")
-    for record in run(
-        args.checkpoint,
-        args.texts,
-        outs,
-        method=method,
-        bits=bits,
-        quantized=quantized,
-        context=args.context,
-        batch_tokens=args.batch_tokens,
-        reference_tokenizer=args.reference_tokenizer,
-        dtype=args.dtype,
-        fake_quant=args.fake_quant,
-    ):
-        print(
-            f"{record['eval_set']}: {record['variant']} loss {record['loss']:.5f} "
-            f"({record['texts']} texts, {record['seconds']:.1f} s)"
+    evaluation = {k: getattr(args, k) for k in EVALUATION_KEYS}
+    print_records(
+        run(
+            args.checkpoint,
+            args.texts,
+            outs,
+            method=method,
+            bits=bits,
+            quantized=quantized,
+            **evaluation,
         )
+    )
 
 
 def cmd_quantize(args) -> None:

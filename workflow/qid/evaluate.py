@@ -182,10 +182,12 @@ def run(
     dtype: str = "auto",
     meta: dict | None = None,
     fake_quant: bool = False,
+    settings: str | None = None,
 ) -> list[dict]:
     """Evaluate one model (16-bit, or a quantized cell) on several eval sets, loading it once.
 
     Texts are tokenised with the 16-bit checkpoint's tokenizer, which its quantized cells share.
+    settings: the digest of what the result was computed from (qid.cells), kept in each record.
     """
     from transformers import AutoModelForCausalLM
 
@@ -245,6 +247,7 @@ def run(
             "fingerprint": meta.get("fingerprint"),
             "weights": meta.get("weights"),
             "versions": versions,
+            **({"settings": settings} if settings else {}),
             **result,
             **collapse_status(result),
         }
@@ -252,6 +255,15 @@ def run(
         Path(out).write_text(dumps(record) + "\n")
         records.append(record)
     return records
+
+
+def print_records(records: list[dict]) -> None:
+    """One line per evaluation, for the command's log."""
+    for r in records:
+        print(
+            f"{r['eval_set']}: {r['variant']} loss {r['loss']:.5f} "
+            f"({r['texts']} texts, {r['seconds']:.1f} s)"
+        )
 
 
 def collapse_status(result: dict) -> dict:
