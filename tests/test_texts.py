@@ -16,7 +16,8 @@ import pytest
 
 from qid.cli import main
 from qid.data import DataError, read_texts, sample_texts
-from qid.texts import build_calibration, build_eval_set, select_texts, wikitext_articles
+from qid.sources import wikitext_articles
+from qid.texts import build_calibration, build_eval_set, select_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()

@@ -224,7 +224,7 @@ def check_bitnet(config: dict) -> None:
 def check_data(config: dict) -> None:
     """Each text source holds the keys its source reads; the training corpus's keys are there
     when something is built from it (a trained suite, the heldout source, corpus calibration)."""
-    from qid.texts import calibration_problem, eval_set_problem, needs_corpus_split
+    from qid.sources import calibration_problem, eval_set_problem, needs_corpus_split
 
     data, calibration = config["data"], config["data"]["calibration"]
     for name, spec in config["eval_sets"].items():

@@ -335,7 +335,7 @@ def figure_outputs():
 
 
 # Data rules (data.smk).
-from qid.texts import needs_corpus_split
+from qid.sources import needs_corpus_split
 
 CORPUS_KEYS = ("corpus", "heldout_fraction")
 
