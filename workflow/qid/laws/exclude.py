@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 
 from qid import QidError
+from qid.aggregate import CELL
 from qid.integrity import flagged_checkpoints
-
-CELL = ["suite", "size", "step", "method", "bits", "eval_set"]
 
 
 def collapsed_cells(table: pd.DataFrame) -> list[dict]:
