@@ -9,7 +9,7 @@
 
 from qid.laws.equations import LAWS, Loss16Law, UnifiedLaw
 from qid.laws.fit import fit_law, fit_loss16, log_weights, usable
-from qid.laws.fits import fit_all, fit_by
+from qid.laws.fits import bits_key, fit_all, fit_by
 from qid.laws.paper import PUBLISHED, PUBLISHED_FIT, PUBLISHED_LOSS16, PUBLISHED_RANGE
 from qid.laws.predict import (
     draws_law,
@@ -31,6 +31,7 @@ __all__ = [
     "PUBLISHED_RANGE",
     "Loss16Law",
     "UnifiedLaw",
+    "bits_key",
     "draws_law",
     "fit_all",
     "fit_by",
