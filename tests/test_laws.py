@@ -1,9 +1,15 @@
+import json
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from qid import QidError
-from qid.laws import PUBLISHED, UnifiedLaw, fit_all, fit_law
+from qid.diagnose import check_range
+from qid.laws import PUBLISHED, UnifiedLaw, fit_all, fit_law, outside, unified_from_fit
+from qid.laws.fit import _param
+from qid.strict_json import dumps
 
 TRUE = UnifiedLaw(k=0.05, alpha=0.3, beta=0.6, gamma=4.0)
 
@@ -106,3 +112,56 @@ def test_weighting_by_the_standard_error_beats_ignoring_it():
             assert fit["weighted"] is weighted
             errors[weighted] += abs(fit["params"]["alpha"]["value"] - TRUE.alpha)
     assert errors[True] < 0.5 * errors[False], errors
+
+
+def two_methods_two_suites() -> pd.DataFrame:
+    """Method "m" at 2-4 bits and "other" at 4 bits only, each in suites "a" and "b"."""
+    m = synthetic(TRUE, noise=0.05)
+    other = synthetic(TRUE, noise=0.05, seed=1).assign(method="other")
+    table = pd.concat([m, other[other.bits == 4]], ignore_index=True)
+    suite_b = table.assign(n_params=table.n_params * 2, qid=table.qid * 0.9)
+    return pd.concat([table.assign(suite="a"), suite_b.assign(suite="b")], ignore_index=True)
+
+
+def _finite_params(fit: dict) -> bool:
+    return all(np.isfinite(p["value"]) for p in fit["params"].values())
+
+
+def test_fit_all_writes_the_per_method_and_held_out_suite_laws():
+    table = two_methods_two_suites()
+    table["flag"] = np.where((table.method == "other") & (table.tokens == 1e9), "loss_rise:x", "")
+    fits = fit_all(table, method="m", confidence=0.9, weighted=False, starts=2)
+    assert set(fits["by_method"]) == {"4"} and set(fits["by_method"]["4"]) == {"m", "other"}
+    for fit in [*fits["by_method"]["4"].values(), *fits["suite_transfer"].values()]:
+        assert _finite_params(fit) and unified_from_fit(fit).qid(1e6, 1e8) > 0
+        assert fit["confidence"] == 0.9 and fit["weighted"] is False
+    # The per-method fits see every method on the eval set, less the rows fit_all leaves out.
+    assert fits["by_method"]["4"]["other"]["n_points"] == 2 * 3 * 5
+    assert fits["by_method"]["4"]["m"]["fixed"] == {"gamma": 0.0}
+    # Eq. (8) without suite "a" is fitted on suite "b" alone (method "m", 3 bit widths).
+    assert set(fits["suite_transfer"]) == {"a", "b"}
+    assert fits["suite_transfer"]["a"]["range"]["n_params"] == [2e5, 2e7]
+    assert fits["suite_transfer"]["a"]["n_points"] == 54
+
+
+def test_one_suite_and_one_method_per_width_give_empty_side_fits():
+    fits = fit_all(synthetic(TRUE, noise=0.05).assign(suite="a"))
+    assert fits["by_method"] == {} and fits["suite_transfer"] == {}
+
+
+def test_a_wide_coefficient_interval_is_inf_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = _param(2.0, 400.0, 2.0, log=True)
+    assert p["ci_high"] == np.inf and p["ci_low"] == 0.0 and p["value"] == np.exp(2.0)
+    assert json.loads(dumps(p))["ci_high"] is None
+
+
+def test_one_range_check_for_table1_and_diagnose():
+    fit = {"range": {"n_params": [1e6, 1e8], "tokens": [1e9, 1e10], "bits": [2.0, 4.0]}}
+    assert outside(fit, n_params=1e7, tokens=1e9, bits=2) == {}
+    assert outside(fit, bits=8, n_params=1e9) == {"bits": (2.0, 4.0), "n_params": (1e6, 1e8)}
+    assert outside({}, n_params=1e12) == {}
+    assert check_range(fit, True, bits=8) == [
+        "P = 8 is outside the range the law was fitted on (P in [2, 4])"
+    ]

@@ -15,7 +15,6 @@ from qid.laws import (
     PUBLISHED_RANGE,
     Loss16Law,
     UnifiedLaw,
-    _wls,
     fit_all,
     fit_by,
     fit_law,
@@ -26,7 +25,10 @@ from qid.laws import (
     usable,
     validate,
 )
-from qid.table1 import BITS, LEVELS, PAPER, SIZES, paper_value, table1, to_markdown
+from qid.laws.minimize import wls
+from qid.laws.paper import BITS, LEVELS, SIZES, paper_value
+from qid.laws.paper import TABLE1 as PAPER
+from qid.table1 import table1, to_markdown
 
 TRUE = UnifiedLaw(k=0.05, alpha=0.3, beta=0.6, gamma=4.0)
 NAMES = ("k", "alpha", "beta", "gamma")
@@ -80,7 +82,7 @@ def test_bootstrap_refit_is_the_point_fit_on_the_full_sample():
     )
     for loss in ("linear", "huber"):
         fit = fit_law(table, "unified", loss=loss)
-        coef = _wls(x, np.log(data.qid.to_numpy()), w, fit.get("huber_scale"))
+        coef = wls(x, np.log(data.qid.to_numpy()), w, fit.get("huber_scale"))
         got = [np.log(fit["params"]["k"]["value"])] + [
             fit["params"][n]["value"] for n in ("alpha", "beta", "gamma")
         ]

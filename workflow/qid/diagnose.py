@@ -28,7 +28,7 @@ import numpy as np
 from qid import QidError
 from qid.checkpoints import open_checkpoint
 from qid.data import check_texts, read_table
-from qid.laws import draws_law, interval, parameter_draws, unified_from_fit
+from qid.laws import draws_law, interval, outside, parameter_draws, unified_from_fit
 from qid.table1 import LEVELS, law_for
 
 NAMES = {"n_params": "N", "tokens": "D", "bits": "P"}
@@ -37,14 +37,11 @@ NAMES = {"n_params": "N", "tokens": "D", "bits": "P"}
 def check_range(fit: dict, extrapolate: bool = False, **values: float) -> list[str]:
     """Raise a one-line QidError for the first of `values` (n_params, tokens, bits) outside
     the fit's range; with `extrapolate`, return the complaints as warnings instead."""
-    problems = []
-    for column, value in values.items():
-        lo, hi = fit.get("range", {}).get(column, (-np.inf, np.inf))
-        if not lo <= value <= hi:
-            problems.append(
-                f"{NAMES[column]} = {value:.4g} is outside the range the law was fitted on "
-                f"({NAMES[column]} in [{lo:.4g}, {hi:.4g}])"
-            )
+    problems = [
+        f"{NAMES[column]} = {values[column]:.4g} is outside the range the law was fitted on "
+        f"({NAMES[column]} in [{lo:.4g}, {hi:.4g}])"
+        for column, (lo, hi) in outside(fit, **values).items()
+    ]
     if problems and not extrapolate:
         raise QidError(problems[0] + "; pass --extrapolate to answer anyway")
     return problems

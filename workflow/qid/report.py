@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 
-from qid.laws import PUBLISHED, PUBLISHED_LOSS16
-from qid.table1 import BITS, PAPER, table1
-
-# The paper's single-factor exponents (Figs. 3-5) and joint fit (Fig. 6); see facts.md.
-PAPER_SINGLE = {"tokens": ("beta", 0.5316), "size": ("alpha", 0.2276), "bits": ("gamma", 5.4812)}
-PAPER_UNIFIED = {
-    "k": PUBLISHED.k,
-    "alpha": PUBLISHED.alpha,
-    "beta": PUBLISHED.beta,
-    "gamma": PUBLISHED.gamma,
-}
-PAPER_LOSS16 = {
-    "nc": PUBLISHED_LOSS16.nc,
-    "dc": PUBLISHED_LOSS16.dc,
-    "alpha_n": PUBLISHED_LOSS16.alpha_n,
-    "alpha_d": PUBLISHED_LOSS16.alpha_d,
-}
+from qid.laws.paper import (
+    BITS,
+    LEVELS,
+    PUBLISHED,
+    PUBLISHED_DATA,
+    PUBLISHED_LOSS16,
+    SINGLE_FACTOR,
+    TABLE1,
+)
+from qid.table1 import table1
 
 
 def _g(x: float | None) -> str:
@@ -43,7 +38,7 @@ def _unified(fit: dict) -> list[str]:
         f"{n_boot} resamples) | paper (Fig. 6) |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, paper in PAPER_UNIFIED.items():
+    for name, paper in asdict(PUBLISHED).items():
         if name in fit["params"]:
             p = fit["params"][name]
             lines.append(
@@ -126,8 +121,7 @@ def summary(fits: dict) -> str:
         f"({meta.get('rows')} rows; log-space {meta.get('loss', 'linear')} least squares, "
         f"{weighting}). Range fitted: "
         + ", ".join(f"{k} {_g(lo)}–{_g(hi)}" for k, (lo, hi) in meta.get("range", {}).items())
-        + ". The paper's numbers come from GPTQ on Pythia (N 85M–11.3B non-embedding "
-        "parameters, D 1.1B–206B tokens).",
+        + f". The paper's numbers come from {PUBLISHED_DATA}.",
         "",
         "## Eq. (8), unified: QiD = k·D^β / (N^α·P^γ)",
         "",
@@ -138,7 +132,7 @@ def summary(fits: dict) -> str:
         "| law | exponent | this study [95% CI] | paper |",
         "|---|---|---:|---:|",
     ]
-    for law, (name, paper) in PAPER_SINGLE.items():
+    for law, (name, paper) in SINGLE_FACTOR.items():
         fit = fits.get(law, {})
         value = (
             f"{_g(fit['params'][name]['value'])} {_ci(fit['params'][name])}"
@@ -168,7 +162,7 @@ def summary(fits: dict) -> str:
     out += ["", "## Eq. (3), the 16-bit loss", ""]
     if "params" in loss16:
         out += ["| parameter | this study [95% CI] | paper (Fig. 7) |", "|---|---:|---:|"]
-        for name, paper in PAPER_LOSS16.items():
+        for name, paper in asdict(PUBLISHED_LOSS16).items():
             p = loss16["params"][name]
             out.append(f"| {name} | {_g(p['value'])} {_ci(p)} | {paper:g} |")
     else:
@@ -194,9 +188,9 @@ def summary(fits: dict) -> str:
     out += ["", "## Table 1 check: the published law against the paper's printed 2-bit column", ""]
     published = table1(None, bits=BITS[:1]).set_index(["model", "qid"])
     worst = max(
-        abs(published.loc[(m, q), "tokens_t"] / PAPER[m][i][0] - 1)
-        for m in PAPER
-        for i, q in enumerate((0.2, 0.3, 0.4, 0.5))
+        abs(published.loc[(m, q), "tokens_t"] / TABLE1[m][i][0] - 1)
+        for m in TABLE1
+        for i, q in enumerate(LEVELS)
     )
     out.append(
         f"Largest relative deviation over the 16 cells: {worst:.1%} (the printed column "

@@ -18,46 +18,10 @@ import numpy as np
 import pandas as pd
 
 from qid import QidError
-from qid.laws import PUBLISHED_FIT, draws_law, interval, parameter_draws, unified_from_fit
+from qid.laws import draws_law, interval, outside, parameter_draws, unified_from_fit
+from qid.laws.paper import BITS, LEVELS, PUBLISHED_FIT, SIZES
 
-SIZES = {"1B": 1e9, "7B": 7e9, "70B": 70e9, "405B": 405e9}
-LEVELS = (0.2, 0.3, 0.4, 0.5)
-BITS = (2, 3, 4)
 TRILLION = 1e12
-
-# The paper's Table 1 as printed (trillions of tokens): per model, one (2, 3, 4 bits) triple per
-# QiD level in LEVELS.
-PAPER = {
-    "1B": [
-        (0.0011, 0.1089, 1.4424),
-        (0.0025, 0.1990, 2.6786),
-        (0.0043, 0.3051, 4.1556),
-        (0.0066, 0.4251, 5.8422),
-    ],
-    "7B": [
-        (0.0026, 0.3038, 4.5066),
-        (0.0057, 0.5550, 8.3689),
-        (0.0099, 0.8512, 12.9836),
-        (0.0152, 1.1860, 18.2531),
-    ],
-    "70B": [
-        (0.0071, 1.0228, 17.3499),
-        (0.0154, 1.8687, 32.2192),
-        (0.0267, 2.8659, 49.9854),
-        (0.0409, 3.9932, 70.2723),
-    ],
-    "405B": [
-        (0.0151, 2.5807, 48.4861),
-        (0.0328, 4.7151, 90.0398),
-        (0.0567, 7.2311, 139.6892),
-        (0.0868, 10.0754, 196.3829),
-    ],
-}
-
-
-def paper_value(model: str, level: float, bits: int) -> float:
-    """The printed entry of Table 1 (trillions of tokens)."""
-    return PAPER[model][LEVELS.index(level)][BITS.index(bits)]
 
 
 def law_for(fits: dict | None, bits: int, by_bits: bool = False) -> tuple[dict, str]:
@@ -71,13 +35,6 @@ def law_for(fits: dict | None, bits: int, by_bits: bool = False) -> tuple[dict, 
     if "unified" not in fits or "params" not in fits["unified"]:
         raise QidError("the fits hold no unified fit (run qid fit first)")
     return fits["unified"], "unified"
-
-
-def outside(fit: dict, n: float, tokens: float, bits: float) -> list[str]:
-    """Which of N, D, P lie outside the range the fit saw (empty if none, or no range known)."""
-    rng = fit.get("range", {})
-    values = {"n_params": n, "tokens": tokens, "bits": bits}
-    return [c for c, (lo, hi) in rng.items() if c in values and not lo <= values[c] <= hi]
 
 
 def table1(
@@ -116,7 +73,7 @@ def table1(
                         "high_t": high / TRILLION,
                         "ci": ci,
                         "law": source,
-                        "extrapolated": ",".join(outside(fit, n, tokens, p)),
+                        "extrapolated": ",".join(outside(fit, n_params=n, tokens=tokens, bits=p)),
                     }
                 )
     return pd.DataFrame(rows)

@@ -1,0 +1,218 @@
+"""Fitting one law to rows of the table: Eq. (5)-(8) in log space (`fit_law`), Eq. (3) on the
+16-bit losses (`fit_loss16`). Results are plain JSON-able dicts, with the range of N, D and P
+they saw (`range`), so that predictions can refuse to extrapolate.
+
+Where the table has `qid_se` (the paired per-text standard error of each cell), residuals are
+weighted by qid / qid_se, the inverse of log(qid)'s standard error: cells whose QiD sits at the
+noise floor (3-4 bits on small models) then do not outvote the cells that carry the signal.
+"""
+
+from __future__ import annotations
+
+import lmfit
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from qid import QidError
+from qid.laws.bootstrap import bootstrap_block, bootstrap_unified
+from qid.laws.equations import LAWS, log_loss16
+from qid.laws.minimize import minimize
+
+
+def usable(table: pd.DataFrame) -> pd.Series:
+    """Rows a log-space fit can use: finite, positive QiD (the rest are counted, not hidden)."""
+    q = pd.to_numeric(table["qid"], errors="coerce")
+    return np.isfinite(q) & (q > 0)
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    return float(1 - ((y - pred) ** 2).sum() / ss_tot) if ss_tot > 0 else float("nan")
+
+
+def _param(value: float, stderr: float | None, t: float, log: bool = False) -> dict:
+    stderr = float("nan") if stderr is None else float(stderr)
+    lo, hi = value - t * stderr, value + t * stderr
+    if log:  # fitted as log(coef): report the coefficient, its delta-method stderr, exp'd CI
+        # A wide interval overflows exp to inf, which fits.json writes as null (strict_json).
+        with np.errstate(over="ignore"):
+            return {
+                "value": float(np.exp(value)),
+                "stderr": float(np.exp(value) * stderr),
+                "ci_low": float(np.exp(lo)),
+                "ci_high": float(np.exp(hi)),
+            }
+    return {"value": float(value), "stderr": stderr, "ci_low": float(lo), "ci_high": float(hi)}
+
+
+def log_weights(data: pd.DataFrame) -> np.ndarray | None:
+    """1 / stderr of log(qid) = qid / qid_se, where the table has usable standard errors."""
+    if "qid_se" not in data.columns:
+        return None
+    se = pd.to_numeric(data["qid_se"], errors="coerce").to_numpy(float)
+    if not np.all(np.isfinite(se) & (se > 0)):
+        return None
+    return data["qid"].to_numpy(float) / se
+
+
+def fitted_range(data: pd.DataFrame) -> dict:
+    """[min, max] of N, D and P in the rows a fit used: the law's domain of validity."""
+    return {c: [float(data[c].min()), float(data[c].max())] for c in ("n_params", "tokens", "bits")}
+
+
+def _coefficients(data, group_cols, coef, params, t) -> list[dict]:
+    """A single-factor law's coefficient per group, keyed by the group's values."""
+    keys = data.groupby(group_cols, sort=True).size().index
+    out = []
+    for g, key in enumerate(keys):
+        key = key if isinstance(key, tuple) else (key,)
+        p = params[f"log_{coef}_{g}"]
+        out.append(
+            {
+                **{c: float(v) for c, v in zip(group_cols, key, strict=True)},
+                **_param(p.value, p.stderr, t, log=True),
+            }
+        )
+    return out
+
+
+def fit_law(
+    table: pd.DataFrame,
+    law: str,
+    confidence: float = 0.95,
+    weighted: bool = True,
+    loss: str = "linear",
+    starts: int = 1,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> dict:
+    """Fit one law to the usable rows of `table`; the result is plain JSON-able data.
+    `loss="huber"` downweights outlying cells; `starts` > 1 tries jittered starting points;
+    `bootstrap` > 0 (unified law only) adds percentile intervals under "bootstrap"."""
+    coef, exponents, group_cols = LAWS[law]
+    ok = usable(table)
+    data = table[ok]
+    out = {"n_points": int(ok.sum()), "n_excluded": int((~ok).sum())}
+    fixed = [name for name, (col, _) in exponents.items() if data[col].nunique() < 2]
+    if law != "unified" and fixed:
+        return {**out, "skipped": f"needs at least 2 distinct values of {exponents[fixed[0]][0]}"}
+    groups = (
+        data.groupby(group_cols, sort=True).ngroup().to_numpy()
+        if group_cols
+        else np.zeros(len(data), dtype=int)
+    )
+    n_groups = int(groups.max()) + 1 if len(data) else 0
+    n_free = len(exponents) - len(fixed) + n_groups
+    if len(data) <= n_free:
+        return {**out, "skipped": f"{len(data)} usable points for {n_free} parameters"}
+
+    y = np.log(data["qid"].to_numpy(float))
+    weights = log_weights(data) if weighted else None
+    w = np.ones_like(y) if weights is None else weights / weights.mean()
+    logx = {name: np.log(data[col].to_numpy(float)) for name, (col, _) in exponents.items()}
+    params = lmfit.Parameters()
+    for name in exponents:
+        # An exponent is unidentifiable when its factor does not vary: fix it at 0 and say so.
+        params.add(name, value=0.0 if name in fixed else 0.5, vary=name not in fixed)
+    for g in range(n_groups):
+        params.add(f"log_{coef}_{g}", value=float(y[groups == g].mean()))
+
+    def predict(p) -> np.ndarray:
+        base = np.array([p[f"log_{coef}_{g}"].value for g in range(n_groups)])[groups]
+        return base + sum(
+            sign * p[name].value * logx[name] for name, (_, sign) in exponents.items()
+        )
+
+    result, scale = minimize(lambda p: w * (predict(p) - y), params, loss, starts, seed)
+    pred = predict(result.params)
+    t = float(stats.t.ppf(0.5 + confidence / 2, max(1, len(y) - n_free)))
+    fitted = {
+        name: _param(result.params[name].value, result.params[name].stderr, t)
+        for name in exponents
+        if name not in fixed
+    }
+    coefficients = []
+    if group_cols:
+        coefficients = _coefficients(data, group_cols, coef, result.params, t)
+    else:
+        p = result.params[f"log_{coef}_0"]
+        fitted = {coef: _param(p.value, p.stderr, t, log=True), **fitted}
+    fit = {
+        **out,
+        "params": fitted,
+        "fixed": {name: 0.0 for name in fixed},
+        "coefficients": coefficients,
+        "weighted": weights is not None,
+        "r2_log": _r2(y, pred),
+        "r2": _r2(np.exp(y), np.exp(pred)),
+        "confidence": confidence,
+        "aic": float(result.aic),
+        "bic": float(result.bic),
+        "loss": loss,
+        **({"huber_scale": scale} if scale is not None else {}),
+        "range": fitted_range(data),
+    }
+    if law == "unified" and result.covar is not None:
+        # Joint covariance (log k and the exponents) for sampling predictions when there is no
+        # bootstrap: log k and the exponents are strongly correlated, so stderrs alone overstate.
+        names = [n.replace("log_k_0", "log_k") for n in result.var_names]
+        fit["covariance"] = {"names": names, "matrix": np.asarray(result.covar).tolist()}
+    if law == "unified" and bootstrap > 0:
+        draws = bootstrap_unified(data, w, fixed, bootstrap, seed, scale)
+        fit["bootstrap"] = bootstrap_block(draws, fixed, confidence, seed)
+    return fit
+
+
+def loss16_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per checkpoint and eval set: loss_16 repeats across methods and bit widths."""
+    keys = [c for c in ("suite", "size", "step", "eval_set") if c in table.columns]
+    keys = keys if {"size", "step"} <= set(keys) else ["n_params", "tokens"]
+    return table.groupby(keys, sort=True, as_index=False)[["n_params", "tokens", "loss_16"]].first()
+
+
+def fit_loss16(table: pd.DataFrame, confidence: float = 0.95) -> dict:
+    """Eq. (3) on the 16-bit losses, least squares on log loss from a grid of starting points
+    (the law is not linear in its parameters, and Nc is poorly conditioned when aN is small)."""
+    data = loss16_table(table)
+    data = data[np.isfinite(data.loss_16) & (data.loss_16 > 0)]
+    if data.n_params.nunique() < 2 or data.tokens.nunique() < 2 or len(data) < 5:
+        raise QidError("Eq. (3) needs at least 2 model sizes, 2 token counts and 5 losses")
+    y = np.log(data.loss_16.to_numpy(float))
+    log_n, log_d = np.log(data.n_params.to_numpy(float)), np.log(data.tokens.to_numpy(float))
+
+    def residual(p):
+        v = p.valuesdict()
+        return log_loss16(v["log_nc"], v["log_dc"], v["alpha_n"], v["alpha_d"], log_n, log_d) - y
+
+    best = None
+    for alpha_d in (0.1, 0.3, 0.6, 1.0):
+        for ratio in (0.05, 0.3, 1.0):
+            # Start where each term is half of loss^(1/aD) at the data's centre.
+            half = np.log(0.5) + y.mean() / alpha_d
+            p = lmfit.Parameters()
+            p.add("log_nc", value=log_n.mean() + half / ratio, min=-200, max=400)
+            p.add("log_dc", value=log_d.mean() + half, min=-200, max=400)
+            p.add("alpha_n", value=ratio * alpha_d, min=1e-4, max=5)
+            p.add("alpha_d", value=alpha_d, min=1e-3, max=5)
+            result = lmfit.minimize(residual, p, method="leastsq")
+            if best is None or result.chisqr < best.chisqr:
+                best = result
+    pred = y + best.residual
+    t = float(stats.t.ppf(0.5 + confidence / 2, max(1, len(y) - 4)))
+    p = best.params
+    return {
+        "n_points": len(y),
+        "params": {
+            "nc": _param(p["log_nc"].value, p["log_nc"].stderr, t, log=True),
+            "dc": _param(p["log_dc"].value, p["log_dc"].stderr, t, log=True),
+            "alpha_n": _param(p["alpha_n"].value, p["alpha_n"].stderr, t),
+            "alpha_d": _param(p["alpha_d"].value, p["alpha_d"].stderr, t),
+        },
+        "r2_log": _r2(y, pred),
+        "rmse_log": float(np.sqrt(np.mean(best.residual**2))),
+        "aic": float(best.aic),
+        "bic": float(best.bic),
+        "confidence": confidence,
+        "range": {c: [float(data[c].min()), float(data[c].max())] for c in ("n_params", "tokens")},
+    }
