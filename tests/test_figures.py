@@ -4,9 +4,6 @@ Fig. 1's gray region and Fig. 10's held-out fits are what they claim to be."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from qid import QidError, figures
-from qid.figures import DATA, FIGURES, make_all
+from qid import figures
+from qid.figures import FIGURES, make_all
 from qid.figures.compare import bits_key, eval_set_pairs, method_widths, suite_transfer
 from qid.figures.dynamics import fig12_weight_change, fig14_bitnet
 from qid.figures.prediction import fig7_loss_prediction
@@ -431,29 +428,6 @@ def test_fig14_caption_says_placeholder_without_a_bitnet_block():
     assert "placeholder" in render(snakemake=SimpleNamespace(config=without))
     text = render(snakemake=SimpleNamespace(config=config))
     assert "placeholder" not in text and "h64-l2, h128-l4" in text
-
-
-def test_importing_the_registry_draws_in_no_plotting_or_fitting_library():
-    """Snakemake imports qid.figures on every parse (dry runs included): it must stay light."""
-    heavy = ("matplotlib", "seaborn", "lmfit", "scipy", "torch", "pandas", "qid.laws")
-    code = f"import sys, qid.figures; print([m for m in {heavy!r} if m in sys.modules])"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    )
-    assert out.stdout.strip() == "[]"
-
-
-def test_the_registry_names_data_captions_and_lazily_loaded_drawers():
-    assert DATA == {
-        "fig12_weight_change": ("weight_changes", "weight_samples"),
-        "fig14_bitnet": ("train",),
-    }
-    for name, figure in FIGURES.items():
-        assert (ROOT / "workflow" / figure.caption).is_file(), name
-        assert figures.load(name).__name__ == name
-    with pytest.raises(QidError, match="unknown figure 'fig13'.*fig1_projection, .*fig14_bitnet"):
-        figures.load("fig13")
 
 
 def test_figs_9_and_10_ask_for_a_new_qid_fit_where_the_fits_lack_their_keys(table, fits):
