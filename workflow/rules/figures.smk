@@ -1,4 +1,5 @@
-# One rule per figure, so that each has its own caption in the report.
+# One rule per figure, so that each has its own caption in the report (qid.figures.FIGURES,
+# a light registry: drawing imports nothing until a job runs).
 for fig in FIGURES:
 
     rule:
@@ -9,7 +10,7 @@ for fig in FIGURES:
         output:
             png=report(
                 grid.FIGURE.format(name=fig, ext="png"),
-                caption=f"../report/{fig}.rst",
+                caption=f"../{FIGURES[fig].caption}",
                 category="Figures",
             ),
             pdf=grid.FIGURE.format(name=fig, ext="pdf"),
