@@ -51,7 +51,7 @@ for _name in ("torchao", "torch.utils._pytree", "tokenicer.tokenicer"):
 # tokens): the registry's. A length given by the config (data.calibration.length) wins.
 RECOMMENDED = METHODS["gptq"].recommended
 DEFAULT_CALIBRATION_LENGTH = RECOMMENDED.length
-DEFAULT_GROUP_SIZE = METHODS["gptq"].group_size  # 128, as GPTQModel's QuantizeConfig
+GPTQ = METHODS["gptq"]
 # GPTQModel's own warnings about the calibration size, replaced by ours (which names the keys).
 _LIBRARY_CALIBRATION_WARNINGS = (
     "Calibration dataset size should be more than",
@@ -173,7 +173,7 @@ def check_layers(layers: list[found.Layer], bits: int, options: dict, where: str
     calibrating).
     """
     method = options.get("method", "gptq")
-    group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
+    group_size = int(GPTQ.option(options, "group_size"))
     if bits == 3:
         for layer in layers:
             if layer.in_features % 32:
@@ -290,10 +290,10 @@ def _quantize(
     gptqmodel = _import()
     GPTQModel, QuantizeConfig = gptqmodel.GPTQModel, gptqmodel.QuantizeConfig
 
-    group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
-    desc_act = bool(options.get("desc_act", False))
-    damp_percent = float(options.get("damp_percent", 0.01))
-    sym = bool(options.get("symmetric", True))  # the config key (schema: methods.*.symmetric)
+    group_size = int(GPTQ.option(options, "group_size"))
+    desc_act = bool(GPTQ.option(options, "desc_act"))
+    damp_percent = float(GPTQ.option(options, "damp_percent"))
+    sym = bool(GPTQ.option(options, "symmetric"))
     length = int(options.get("calibration_length", DEFAULT_CALIBRATION_LENGTH))
     # GPTQModel's own default: rows of <= 10 tokens carry too little context to count.
     min_length = int(options.get("calibration_min_length", 10))
