@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qid.config import ConfigError, check_config, load_config
+from qid.config import ConfigError, check_config, check_schema, load
+from qid.quantize import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -19,7 +20,7 @@ def broken(edit) -> dict:
 
 def test_shipped_configs_are_valid():
     check_config(copy.deepcopy(DEFAULT))
-    load_config(ROOT / "tests" / "micro" / "config.yaml")
+    load(ROOT / "tests" / "micro" / "config.yaml")
 
 
 def test_awq_options_are_accepted():
@@ -158,11 +159,11 @@ def test_bad_config_gets_one_line_naming_the_culprit(edit, message):
 
 def test_missing_config_file_is_named(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as err:
-        load_config(tmp_path / "nope.yaml")
+        load(tmp_path / "nope.yaml")
     assert str(err.value) == f"config file '{tmp_path / 'nope.yaml'}' not found"
     monkeypatch.chdir(tmp_path)  # a relative path: where it was looked for
     with pytest.raises(ConfigError) as err:
-        load_config("nope.yaml")
+        load("nope.yaml")
     assert str(err.value) == f"config file 'nope.yaml' not found (working directory {tmp_path})"
 
 
@@ -182,7 +183,7 @@ def test_malformed_config_file_is_named_with_its_line(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as err:
-        load_config(path)
+        load(path)
     assert str(err.value).startswith(f"config file '{path}'")
     assert message in str(err.value) and "\n" not in str(err.value)
 
@@ -387,3 +388,41 @@ def test_a_small_calibration_of_real_models_gets_a_warning_naming_the_keys(capsy
     assert len(err.strip().splitlines()) == 1
     check_config(copy.deepcopy(DEFAULT))  # a suite trained here: its budget is the user's call
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("method", "option", "allowed"),
+    [
+        ("rtn", "desc_act", "bits, group_size, quantize_head, threads"),
+        ("gptq", "duo_scaling", "bits, damp_percent, desc_act, group_size, symmetric, threads"),
+        ("awq", "quantize_head", "bits, duo_scaling, group_size, mappings, n_grid, threads"),
+        ("bnb_nf4", "group_size", "bits, threads"),
+        ("released", "group_size", "bits, cache_dir, repo, revision, threads"),
+    ],
+)
+def test_an_option_of_another_method_is_refused_naming_the_key(method, option, allowed):
+    block = {"bits": [4], option: 1}
+    with pytest.raises(ConfigError) as err:
+        check_config(broken(lambda c: c["methods"].update({method: block})))
+    assert str(err.value) == (
+        f"config key 'methods.{method}.{option}' is not allowed (misspelled? allowed here: "
+        f"{allowed})"
+    )
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_option_a_method_declares_is_accepted_at_its_default(method):
+    block = {"bits": [4], "threads": 2}
+    block.update(
+        {k: o.default for k, o in METHODS[method].options.items() if o.default is not None}
+    )
+    check_schema(broken(lambda c: c["methods"].update({method: block})))
+
+
+def test_load_fills_the_schemas_defaults_but_not_the_methods_options():
+    first = load(ROOT / "config" / "config.yaml")
+    given = DEFAULT["execution"]
+    assert first["execution"] == {"keep_quantized": True, "group": False, **given}
+    assert first["methods"]["rtn"] == DEFAULT["methods"]["rtn"]  # the backend's defaults apply
+    first["execution"]["group"] = True  # a filled default is the config's own copy
+    assert load(ROOT / "config" / "config.yaml")["execution"]["group"] is False

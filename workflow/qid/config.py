@@ -1,15 +1,19 @@
-"""Load and check a study config: JSON-schema validation plus the rules a schema cannot say.
+"""Load a study config (`load`): JSON-schema validation, the rules a schema cannot say, and the
+schema's defaults filled in. The one loader of the Snakefile and of every `qid` command.
 
 Every failure is a `ConfigError` with one line naming the culprit (config key, method, bit width
-or path), raised before any job runs.
+or path), raised before any job runs. The schema ships inside the package (qid/schema), and each
+method's options come from the method registry (qid.quantize.METHODS).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,10 @@ import jsonschema
 import yaml
 
 from qid import QidError
-from qid.quantize import METHODS
+from qid.quantize import METHODS, Option
 
-SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema" / "config.schema.yaml"
+# Inside the package, so that an installed (not editable) qid finds it; config/schema links here.
+SCHEMA = "schema/config.schema.yaml"
 
 
 class ConfigError(QidError):
@@ -49,8 +54,34 @@ def _properties(node: dict, root: dict) -> set[str]:
 
 
 @cache
-def load_schema(path: Path = SCHEMA) -> dict:
-    return yaml.safe_load(Path(path).read_text())
+def load_schema() -> dict:
+    """The config schema, each method's options added from the registry: `methods.<method>`
+    allows `bits`, `threads` and that method's options only. Cached: do not modify it."""
+    text = resources.files("qid").joinpath(SCHEMA).read_text(encoding="utf-8")
+    schema = yaml.safe_load(text)
+    methods = schema["properties"]["methods"]
+    common = methods["additionalProperties"]
+    methods["properties"] = {name: _method_item(common, m.options) for name, m in METHODS.items()}
+    # A name the registry lacks takes any method's options, so that check_semantics names the
+    # unknown method rather than one of its options.
+    every = {k: v for m in METHODS.values() for k, v in m.options.items()}
+    methods["additionalProperties"] = _method_item(common, every)
+    return schema
+
+
+def _method_item(common: dict, options: dict[str, Option]) -> dict:
+    """The schema of a method's block: the `common` keys plus `options` (no `default`: the
+    backends apply it, so a config's options, and the cells' settings, stay as written)."""
+    item = copy.deepcopy(common)
+    for name, option in options.items():
+        item["properties"][name] = {**option.schema, "description": option.description}
+    return item
+
+
+def method_schema(method: str) -> dict:
+    """The schema of `method`'s config block (for a name the registry lacks, any method's)."""
+    methods = load_schema()["properties"]["methods"]
+    return methods["properties"].get(method, methods["additionalProperties"])
 
 
 @dataclass(frozen=True)
@@ -91,8 +122,8 @@ def _listed_twice(items: list, node: dict) -> str | None:
     return f"{title + ' ' if title else ''}{repeated[0]!r} is listed twice"
 
 
-def check_schema(config: dict, schema_path: Path = SCHEMA) -> None:
-    schema = load_schema(schema_path)
+def check_schema(config: dict) -> None:
+    schema = load_schema()
     problem = schema_problem(config, schema, schema)
     if problem is None:
         return
@@ -299,12 +330,12 @@ def fill_calibration(config: dict) -> list[str]:
     return []
 
 
-def check_config(config: dict, schema_path: Path = SCHEMA) -> dict:
+def check_config(config: dict) -> dict:
     """Validate `config` (one-line ConfigError) and fill the calibration defaults; warnings
     go to stderr."""
     import sys
 
-    check_schema(config, schema_path)
+    check_schema(config)
     check_semantics(config)
     warnings = fill_calibration(config)
     check_sample_sizes(config)
@@ -343,8 +374,37 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return f"{where}: {' '.join(problem.split())}" + (f" ({context})" if context else "")
 
 
-def load_config(path: str | Path) -> dict:
-    return check_config(read_config_file(path))
+def fill_defaults(config: dict) -> dict:
+    """Fill in, in place, the schema's `default`s of the keys `config` (valid) leaves out, as
+    Snakemake's `validate(config, schema)` did (jsonschema's extend-with-default recipe), each
+    default a copy: the cached schema must not change."""
+    base = jsonschema.Draft202012Validator
+    properties = base.VALIDATORS["properties"]
+
+    def with_defaults(validator, schemas, instance, schema):
+        if validator.is_type(instance, "object"):
+            for key, subschema in schemas.items():
+                if "default" in subschema:
+                    instance.setdefault(key, copy.deepcopy(subschema["default"]))
+        yield from properties(validator, schemas, instance, schema)
+
+    jsonschema.validators.extend(base, {"properties": with_defaults})(load_schema()).validate(
+        config
+    )
+    return config
+
+
+def load(source: str | Path | dict) -> dict:
+    """A study config from a file or a mapping (checked and completed in place, as the
+    Snakefile's `config`): validated (one-line ConfigError naming the key, warnings to stderr),
+    the calibration size and then the schema's defaults filled in."""
+    config = source if isinstance(source, dict) else read_config_file(source)
+    check_config(config)
+    return fill_defaults(config)
+
+
+# The name cli.py (`qid grid`) and tests/test_paper_grid.py import; they may import `load`.
+load_config = load
 
 
 def config_hash(config: dict) -> str:

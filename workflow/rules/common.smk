@@ -4,19 +4,17 @@ import re
 import shlex
 import sys
 
-from snakemake.utils import validate
-
 from qid import grid
-from qid.config import ConfigError, check_config, config_hash
+from qid.config import ConfigError, config_hash, load
 from qid.figures import FIGURES
 from qid.quantize import check_bits, get_method
 
-# One clear line naming the culprit, before any job runs; then the schema's defaults.
+# One clear line naming the culprit, before any job runs; the schema's defaults filled in place,
+# by the loader of the `qid` commands.
 try:
-    check_config(config)
+    load(config)
 except ConfigError as err:
     raise WorkflowError(f"config error: {err}") from None
-validate(config, "../../config/schema/config.schema.yaml")
 
 
 envvars:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -36,6 +36,43 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class Option:
+    """An option a method's config block may set: the value its backend uses when the config
+    gives none, the JSON schema of a value (`qid.config` adds it to the config schema as
+    `methods.<method>.<option>`) and what it does. The default stays out of the schema so that a
+    config's options, and so the cells' settings, are what the user wrote."""
+
+    default: Any
+    schema: dict
+    description: str
+
+
+# Input columns per scale, 128 as GPTQModel's QuantizeConfig and llm-compressor's AWQ presets.
+GROUP_SIZE = Option(
+    128,
+    {"type": "integer", "minimum": -1},
+    "input columns per quantization group; -1 = one per row",
+)
+AWQ_MAPPINGS = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["smooth", "balance"],
+        "properties": {
+            "smooth": {"type": "string", "minLength": 1},
+            "balance": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"type": "string", "minLength": 1},
+            },
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     bits: tuple[int, ...]
@@ -46,11 +83,20 @@ class Method:
     # warns below 256 samples or an average under 256 tokens; llm-compressor's AWQ examples
     # calibrate on 256 samples of 512 tokens.
     recommended: Calibration | None = None
-    # The group size when a config gives none (input columns per scale; None: no groups), and
-    # whether a width it does not divide is quantized with a shorter last group (True) or
-    # refused (False).
-    group_size: int | None = None
+    # Whether a width the group size does not divide is quantized with a shorter last group
+    # (True) or refused (False); None: the method has no groups.
     partial_groups: bool | None = None
+    # The options of its config block besides `bits` and `threads`, by name.
+    options: dict[str, Option] = field(default_factory=dict, hash=False)
+
+    @property
+    def group_size(self) -> int | None:
+        """The group size when a config gives none (None: no groups)."""
+        return self.options["group_size"].default if "group_size" in self.options else None
+
+    def option(self, options: dict[str, Any], name: str) -> Any:
+        """Option `name` of a cell's `options`, else the method's default for it."""
+        return options.get(name, self.options[name].default)
 
     def backend(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -65,8 +111,17 @@ METHODS: dict[str, Method] = {
             False,
             "qid.quantize.rtn",
             "round-to-nearest, per-group asymmetric (ours)",
-            group_size=128,
             partial_groups=True,
+            options={
+                "group_size": GROUP_SIZE,
+                "quantize_head": Option(
+                    False,
+                    {"type": "boolean"},
+                    "quantize the output head too (default false: it stays 16-bit, as GPTQ, AWQ "
+                    "and bitsandbytes leave it; a head tied to the input embeddings quantizes "
+                    "them too)",
+                ),
+            },
         ),
         Method(
             "gptq",
@@ -75,8 +130,21 @@ METHODS: dict[str, Method] = {
             "qid.quantize.gptq",
             "GPTQ through GPTQModel",
             Calibration(256, 256),
-            group_size=128,
             partial_groups=True,
+            options={
+                "group_size": GROUP_SIZE,
+                "desc_act": Option(
+                    False,
+                    {"type": "boolean"},
+                    "quantize columns in order of decreasing activation (act-order)",
+                ),
+                "damp_percent": Option(
+                    0.01,
+                    {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                    "dampening added to the Hessian's diagonal, as a fraction of its mean",
+                ),
+                "symmetric": Option(True, {"type": "boolean"}, "symmetric integer weights"),
+            },
         ),
         Method(
             "released",
@@ -84,6 +152,17 @@ METHODS: dict[str, Method] = {
             False,
             "qid.quantize.released",
             "the paper authors' GPTQ checkpoints, fetched from the hub",
+            options={
+                "repo": Option(
+                    "Xu-Ouyang/pythia-{size}-int{bits}-step{step}-GPTQ-wikitext2",
+                    {"type": "string"},
+                    "hub repo of a cell's checkpoint, `{size}`/`{step}`/`{bits}` filled in",
+                ),
+                "revision": Option("main", {"type": "string"}, "revision of that repo"),
+                "cache_dir": Option(
+                    None, {"type": ["string", "null"]}, "the HF cache to fetch into"
+                ),
+            },
         ),
         # The bit widths qid.quantize.awq.SUPPORTED_BITS lists (not imported: see above).
         Method(
@@ -93,8 +172,31 @@ METHODS: dict[str, Method] = {
             "qid.quantize.awq",
             "AWQ through llm-compressor",
             Calibration(256, 512),
-            group_size=128,
             partial_groups=False,
+            options={
+                "group_size": GROUP_SIZE,
+                "duo_scaling": Option(
+                    True,
+                    {"type": "boolean"},
+                    "scales from activations and weights (true, llm-compressor's default) or "
+                    "from activations alone (false)",
+                ),
+                "n_grid": Option(
+                    20,
+                    {"type": "integer", "minimum": 3},
+                    "points of the per-layer grid search over the scaling exponent "
+                    "(llm-compressor's default 20)",
+                ),
+                "mappings": Option(
+                    None,
+                    AWQ_MAPPINGS,
+                    "which module's output AWQ scales (smooth) and the linear layers reading it "
+                    "that absorb the inverse scales (balance), as regexes matched from the start "
+                    'of full module names (e.g. {smooth: ".*post_attention_layernorm$", balance: '
+                    "[\".*up_proj$\"]}). Default: qid's for GPT-NeoX, else llm-compressor's for "
+                    "the architecture.",
+                ),
+            },
         ),
         Method("bnb_nf4", (4,), False, "qid.quantize.bnb", "bitsandbytes 4-bit NormalFloat"),
         Method("bnb_fp4", (4,), False, "qid.quantize.bnb", "bitsandbytes 4-bit float"),

@@ -37,7 +37,7 @@ from qid.streams import stdout_to_stderr
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-DEFAULT_GROUP_SIZE = METHODS["awq"].group_size
+AWQ = METHODS["awq"]
 DEFAULT_CALIBRATION_LENGTH = 128
 # Bit widths run end to end here (quantize, save packed, reload, loss): compressed-tensors packs
 # 1 to 8 bits into int32 and AWQ's grid search is bit-agnostic (1 bit also runs, but two levels
@@ -83,9 +83,9 @@ def resolve_mappings(model, options: dict) -> tuple[list[tuple[str, list[str]]],
     with a mapping error on anything else; an architecture with none is refused here instead.
     """
     arch = type(model).__name__
-    if options.get("mappings") is not None:
+    if (given := AWQ.option(options, "mappings")) is not None:
         return [
-            (_target(m["smooth"]), [_target(b) for b in m["balance"]]) for m in options["mappings"]
+            (_target(m["smooth"]), [_target(b) for b in m["balance"]]) for m in given
         ], MAPPINGS_KEY
     if arch in OUR_MAPPINGS:
         return [(s, list(b)) for s, b in OUR_MAPPINGS[arch]], "qid"
@@ -119,7 +119,7 @@ def check(model, bits: int, options: dict) -> None:
         )
     # compressed-tensors refuses a width the group size does not divide (llm-compressor's
     # divisibility check; bypassed, its observers fail): no shorter last group as in rtn/gptq.
-    group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
+    group_size = int(AWQ.option(options, "group_size"))
     found.check_group_size(survey.layers, group_size, "awq", METHODS["awq"].partial_groups)
 
     mappings, source = resolve_mappings(model, options)
@@ -322,9 +322,9 @@ def quantize(
         raise ValueError("awq needs calibration texts, none were given")
     llmcompressor = _import()
 
-    group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
-    duo_scaling = bool(options.get("duo_scaling", True))
-    n_grid = int(options.get("n_grid", 20))
+    group_size = int(AWQ.option(options, "group_size"))
+    duo_scaling = bool(AWQ.option(options, "duo_scaling"))
+    n_grid = int(AWQ.option(options, "n_grid"))
     length = int(options.get("calibration_length", DEFAULT_CALIBRATION_LENGTH))
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)

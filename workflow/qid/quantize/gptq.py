@@ -47,11 +47,11 @@ os.environ.setdefault("GPTQMODEL_DISABLE_GIL_WARNING", "1")
 for _name in ("torchao", "torch.utils._pytree", "tokenicer.tokenicer"):
     logging.getLogger(_name).setLevel(logging.ERROR)
 
-# One home for the calibration GPTQModel recommends (it warns below 256 rows or a mean of 256
-# tokens): the registry's. A length given by the config (data.calibration.length) wins.
-RECOMMENDED = METHODS["gptq"].recommended
+# The registry's entry: option defaults, and the calibration GPTQModel recommends (it warns below
+# 256 rows or a mean of 256 tokens); a length given by the config (data.calibration.length) wins.
+GPTQ = METHODS["gptq"]
+RECOMMENDED = GPTQ.recommended
 DEFAULT_CALIBRATION_LENGTH = RECOMMENDED.length
-DEFAULT_GROUP_SIZE = METHODS["gptq"].group_size  # 128, as GPTQModel's QuantizeConfig
 # GPTQModel's own warnings about the calibration size, replaced by ours (which names the keys).
 _LIBRARY_CALIBRATION_WARNINGS = (
     "Calibration dataset size should be more than",
@@ -71,7 +71,7 @@ def _quiet():
     later version drops that hook, only the noise comes back.
     """
     saved: list[tuple[Any, str, Any]] = []
-    try:
+    with contextlib.suppress(ImportError):  # logbar is a dependency of gptqmodel
         from logbar import LogBar
 
         logger = LogBar.shared()
@@ -86,16 +86,12 @@ def _quiet():
 
         saved.append((logger, "_process", logger.__dict__.get("_process")))  # nested calls
         logger._process = _process
-    except ImportError:  # pragma: no cover - logbar is a dependency of gptqmodel
-        pass
-    try:
+    with contextlib.suppress(ImportError):
         import gptqmodel.utils.logger as glog
 
         if hasattr(glog, "_suppress_live_renderables"):
             saved.append((glog, "_suppress_live_renderables", glog._suppress_live_renderables))
             glog._suppress_live_renderables = lambda: True
-    except ImportError:  # pragma: no cover
-        pass
     try:
         yield
     finally:
@@ -173,7 +169,7 @@ def check_layers(layers: list[found.Layer], bits: int, options: dict, where: str
     calibrating).
     """
     method = options.get("method", "gptq")
-    group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
+    group_size = int(GPTQ.option(options, "group_size"))
     if bits == 3:
         for layer in layers:
             if layer.in_features % 32:
@@ -290,10 +286,10 @@ def _quantize(
     gptqmodel = _import()
     GPTQModel, QuantizeConfig = gptqmodel.GPTQModel, gptqmodel.QuantizeConfig
 
-    group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
-    desc_act = bool(options.get("desc_act", False))
-    damp_percent = float(options.get("damp_percent", 0.01))
-    sym = bool(options.get("symmetric", True))  # the config key (schema: methods.*.symmetric)
+    group_size = int(GPTQ.option(options, "group_size"))
+    desc_act = bool(GPTQ.option(options, "desc_act"))
+    damp_percent = float(GPTQ.option(options, "damp_percent"))
+    sym = bool(GPTQ.option(options, "symmetric"))
     length = int(options.get("calibration_length", DEFAULT_CALIBRATION_LENGTH))
     # GPTQModel's own default: rows of <= 10 tokens carry too little context to count.
     min_length = int(options.get("calibration_min_length", 10))

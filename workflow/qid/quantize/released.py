@@ -12,17 +12,17 @@ from pathlib import Path
 
 from qid.checkpoints import read_meta
 from qid.fetch import hub_snapshot
-from qid.quantize import gptq
+from qid.quantize import METHODS, gptq
 
-REPO = "Xu-Ouyang/pythia-{size}-int{bits}-step{step}-GPTQ-wikitext2"
+RELEASED = METHODS["released"]
 
 
 def quantize(checkpoint: Path, out: Path, bits: int, options: dict, calibration=None) -> dict:
     meta = read_meta(checkpoint)
     fields = {"size": meta["size"], "step": meta["step"], "bits": bits}
-    repo = options.get("repo", REPO).format(**fields)
-    revision = options.get("revision", "main").format(**fields)
-    files, commit = hub_snapshot(repo, revision, options.get("cache_dir"))
+    repo = RELEASED.option(options, "repo").format(**fields)
+    revision = RELEASED.option(options, "revision").format(**fields)
+    files, commit = hub_snapshot(repo, revision, RELEASED.option(options, "cache_dir"))
     out.mkdir(parents=True, exist_ok=True)
     for f in sorted(files.iterdir()):
         (out / f.name).symlink_to(f.resolve())

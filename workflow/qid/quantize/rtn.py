@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from qid.quantize import METHODS
 from qid.quantize import layers as found
 
-DEFAULT_GROUP_SIZE = METHODS["rtn"].group_size
+RTN = METHODS["rtn"]
 
 
 def _minmax(groups: torch.Tensor, bits: int) -> torch.Tensor:
@@ -64,16 +64,16 @@ def quantize_model(
 def check(model: torch.nn.Module, bits: int, options: dict) -> None:
     """Any width works (a shorter last group); a group wider than a layer would silently mix
     granularities, and is refused."""
-    group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
-    survey = found.survey(model, include_head=bool(options.get("quantize_head", False)))
+    group_size = int(RTN.option(options, "group_size"))
+    survey = found.survey(model, include_head=bool(RTN.option(options, "quantize_head")))
     method = options["method"]
     found.check_group_size(survey.layers, group_size, method, METHODS[method].partial_groups)
 
 
 def quantize(checkpoint: Path, out: Path, bits: int, options: dict, calibration=None) -> dict:
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype="auto")
-    group_size = int(options.get("group_size", DEFAULT_GROUP_SIZE))
-    survey = quantize_model(model, bits, group_size, bool(options.get("quantize_head", False)))
+    group_size = int(RTN.option(options, "group_size"))
+    survey = quantize_model(model, bits, group_size, bool(RTN.option(options, "quantize_head")))
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(checkpoint).save_pretrained(out)
     return {"backend": "qid.rtn", "storage": "dequantized", **survey.record()}
