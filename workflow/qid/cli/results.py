@@ -7,7 +7,7 @@ from pathlib import Path
 
 from qid import grid
 from qid.cli.args import Subparsers, _data, load_fits, write_table
-from qid.strict_json import dumps_indented
+from qid.strict_json import save
 
 
 def add_aggregate(sub: Subparsers) -> None:
@@ -78,8 +78,7 @@ def cmd_fit(args) -> None:
         seed=args.seed,
         validation=args.validate,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(dumps_indented(fits) + "\n")
+    save(args.out, fits)
     u = fits["unified"]["params"]
     print(
         "unified: "
