@@ -16,9 +16,10 @@ from conftest import TEXTS
 
 from qid import QidError
 from qid.aggregate import aggregate
-from qid.cli import _save, main
+from qid.cli import main
 from qid.laws import UnifiedLaw, fit_all
 from qid.report import summary
+from qid.strict_json import save
 
 LAW = UnifiedLaw(k=0.03, alpha=0.25, beta=0.5, gamma=5.0)
 
@@ -190,7 +191,7 @@ def test_validation_on_a_table_without_status_holds_no_infinite_error(tmp_path):
 
 
 def test_diagnose_output_is_strict_json(tmp_path):
-    _save(tmp_path / "d.json", {"qid": float("nan"), "tokens_low": float("inf"), "ok": [1.5]})
+    save(tmp_path / "d.json", {"qid": float("nan"), "tokens_low": float("inf"), "ok": [1.5]})
     assert strict((tmp_path / "d.json").read_text()) == {
         "qid": None,
         "tokens_low": None,

@@ -112,7 +112,7 @@ def test_diagnose_refuses_bad_input_in_one_line_before_a_model_loads(
 
 
 def test_default_calibration_has_the_recommended_size_from_an_offline_source():
-    from qid.diagnose import default_calibration
+    from qid.diagnose_inputs import default_calibration
     from qid.quantize import METHODS
     from qid.texts import CHARS_PER_TOKEN
 
@@ -130,7 +130,7 @@ def test_default_calibration_has_the_recommended_size_from_an_offline_source():
 
 
 def test_prepare_calibrates_by_default_within_the_model_context(model):
-    from qid.diagnose import prepare
+    from qid.diagnose_inputs import prepare
 
     path, texts, calibration = model
     options = {"rtn": OPTIONS, "gptq": {"group_size": 32}}

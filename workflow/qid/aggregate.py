@@ -157,8 +157,71 @@ def status_column(table: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(finite, "ok", "collapsed"), index=table.index, dtype=object)
 
 
-def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
-    records = read_records(paths)
+# What each side of the join keeps (and calls its columns), and the table's columns in order.
+BASE_COLUMNS = [
+    *KEY,
+    "tokens",
+    "n_params",
+    "loss",
+    "nll_sum",
+    "reference_tokens",
+    "nll_per_text",
+    "seed",
+    "fingerprint",
+    "weights",
+    "context",
+]
+BASE_NAMES = {
+    "loss": "loss_16",
+    "nll_sum": "nll_sum_16",
+    "nll_per_text": "nll_16",
+    "context": "context_16",
+}
+QUANT_COLUMNS = [
+    *KEY,
+    "method",
+    "bits",
+    "loss",
+    "nll_sum",
+    "model_tokens",
+    "texts",
+    "reference_tokenizer",
+    "nll_per_text",
+    "versions",
+    "context",
+]
+QUANT_NAMES = {"loss": "loss_q", "nll_sum": "nll_sum_q", "nll_per_text": "nll_q"}
+TABLE_COLUMNS = [
+    "suite",
+    "size",
+    "step",
+    "tokens",
+    "n_params",
+    "method",
+    "bits",
+    "eval_set",
+    "loss_16",
+    "loss_q",
+    "qid",
+    "qid_se",
+    "nll_sum_16",
+    "nll_sum_q",
+    "model_tokens",
+    "reference_tokens",
+    "texts",
+    "reference_tokenizer",
+    "context",
+    "seed",
+    "fingerprint",
+    "flag",
+    "status",
+    "config_hash",
+    "versions",
+]
+
+
+def _base_and_quantized(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The 16-bit and the quantized records, each with the columns the join keeps."""
     # Absent from records made before fingerprints (and before they recorded their context).
     for column in ("fingerprint", "weights", "context"):
         if column not in records.columns:
@@ -170,43 +233,15 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
     quant = records[records.method != BASE]
     if base.empty or quant.empty:
         raise QidError("aggregate needs both 16-bit and quantized evaluation results")
-    base = base[
-        [
-            *KEY,
-            "tokens",
-            "n_params",
-            "loss",
-            "nll_sum",
-            "reference_tokens",
-            "nll_per_text",
-            "seed",
-            "fingerprint",
-            "weights",
-            "context",
-        ]
-    ].rename(
-        columns={
-            "loss": "loss_16",
-            "nll_sum": "nll_sum_16",
-            "nll_per_text": "nll_16",
-            "context": "context_16",
-        }
+    return (
+        base[BASE_COLUMNS].rename(columns=BASE_NAMES),
+        quant[QUANT_COLUMNS].rename(columns=QUANT_NAMES),
     )
-    quant = quant[
-        [
-            *KEY,
-            "method",
-            "bits",
-            "loss",
-            "nll_sum",
-            "model_tokens",
-            "texts",
-            "reference_tokenizer",
-            "nll_per_text",
-            "versions",
-            "context",
-        ]
-    ].rename(columns={"loss": "loss_q", "nll_sum": "nll_sum_q", "nll_per_text": "nll_q"})
+
+
+def _join(quant: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
+    """Each quantized record beside its 16-bit model's, refusing one without it or measured
+    with another context."""
     table = quant.merge(base, on=KEY, how="left", validate="many_to_one", indicator=True)
     missing = table[table._merge == "left_only"]
     if not missing.empty:
@@ -226,6 +261,13 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
             f"on {row.eval_set!r} was evaluated with context {row.context}, its 16-bit model "
             f"with context {row.context_16}"
         )
+    return table
+
+
+def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
+    """The QiD table: one row per quantized cell and eval set, beside its 16-bit model."""
+    base, quant = _base_and_quantized(read_records(paths))
+    table = _join(quant, base)
     table["qid"] = table.loss_q - table.loss_16
     table["qid_se"] = [
         paired_se(q, b, r)
@@ -236,34 +278,7 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
     table["fingerprint"] = table.fingerprint.fillna("")
     table["flag"] = flag_column(table, base)
     table["status"] = status_column(table)
-    columns = [
-        "suite",
-        "size",
-        "step",
-        "tokens",
-        "n_params",
-        "method",
-        "bits",
-        "eval_set",
-        "loss_16",
-        "loss_q",
-        "qid",
-        "qid_se",
-        "nll_sum_16",
-        "nll_sum_q",
-        "model_tokens",
-        "reference_tokens",
-        "texts",
-        "reference_tokenizer",
-        "context",
-        "seed",
-        "fingerprint",
-        "flag",
-        "status",
-        "config_hash",
-        "versions",
-    ]
-    table = table[columns].astype(
+    table = table[TABLE_COLUMNS].astype(
         {"step": "int64", "tokens": "int64", "n_params": "int64", "bits": "int64"}
     )
     return table.sort_values(

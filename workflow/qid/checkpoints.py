@@ -108,35 +108,19 @@ def train(
     import pandas as pd
     import torch
     from tqdm import tqdm
-    from transformers import AutoTokenizer, GPTNeoXForCausalLM
-
-    from qid.bitnet import to_bitnet
+    from transformers import AutoTokenizer
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     ctx, bs = training["context"], training["batch_size"]
-    model = GPTNeoXForCausalLM(
-        model_config(arch, len(tokenizer), ctx, training.get("rotary_pct", 0.25))
-    )
-    if bitnet:
-        to_bitnet(model)
+    model = _init_model(arch, training, len(tokenizer), bitnet)
     n_params = non_embedding_params(model)
     ids = np.load(train_ids)
     tokens_per_step = ctx * bs
     total = steps[-1]
     epochs = total * bs / ((ids.size - 1) // ctx)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.dim() >= 2 else no_decay).append(p)
-    optim = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": training["weight_decay"]},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=training["lr"],
-        betas=tuple(training["betas"]),
-    )
+    optim = _optimizer(model, training)
     log, saves = [], set(steps)
     model.train()
     bar = tqdm(
@@ -145,23 +129,17 @@ def train(
     start = time.perf_counter()
     for step, x in enumerate(bar, start=1):
         lr = lr_at(step, training["lr"], training["warmup_steps"], total, training["min_lr_ratio"])
-        for group in optim.param_groups:
-            group["lr"] = lr
-        loss = model(input_ids=x, labels=x).loss
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
+        loss = _train_step(model, optim, x, lr)
         log.append(
             {
                 "step": step,
                 "tokens": step * tokens_per_step,
-                "loss": loss.item(),
+                "loss": loss,
                 "lr": lr,
                 "seconds": time.perf_counter() - start,
             }
         )
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{loss:.3f}")
         if step in saves:
             save(
                 model,
@@ -188,6 +166,51 @@ def train(
             "first epoch see repeated data (the paper skips those)"
         )
     return frame
+
+
+def _init_model(arch: dict, training: dict, vocab_size: int, bitnet: bool):
+    """A freshly initialised GPT-NeoX (drawn from torch's seeded generator), BitNet if asked."""
+    from transformers import GPTNeoXForCausalLM
+
+    from qid.bitnet import to_bitnet
+
+    model = GPTNeoXForCausalLM(
+        model_config(arch, vocab_size, training["context"], training.get("rotary_pct", 0.25))
+    )
+    if bitnet:
+        to_bitnet(model)
+    return model
+
+
+def _optimizer(model, training: dict):
+    """AdamW with weight decay on the matrices only (not on biases and norms)."""
+    import torch
+
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": training["weight_decay"]},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=training["lr"],
+        betas=tuple(training["betas"]),
+    )
+
+
+def _train_step(model, optim, x, lr: float) -> float:
+    """One optimizer step on batch `x` at learning rate `lr`; the batch's loss."""
+    import torch
+
+    for group in optim.param_groups:
+        group["lr"] = lr
+    loss = model(input_ids=x, labels=x).loss
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optim.step()
+    return loss.item()
 
 
 def save(model, tokenizer, path: Path, meta: dict) -> None:

@@ -94,6 +94,23 @@ def link_checkpoint(files: Path, out: Path, meta: dict) -> dict:
     return meta
 
 
+def checkpoint_meta(spec: dict, suite: str, size: str, step: int) -> dict:
+    """qid's metadata of checkpoint (size, step) of a fetched suite: D = step x tokens_per_step
+    (the size's, else the suite's) and N where the config gives it (else counted on fetch)."""
+    sizes = spec.get("sizes", {}).get(size, {})
+    per_step = sizes.get("tokens_per_step", spec.get("tokens_per_step"))
+    if per_step is None:
+        raise QidError(f"suite {suite!r} gives no tokens_per_step: D would be unknown")
+    return {
+        "suite": suite,
+        "size": size,
+        "step": step,
+        "tokens": step * per_step,
+        "tokens_per_step": per_step,
+        "n_params": sizes.get("n_params"),
+    }
+
+
 def fetch(spec: dict, size: str, step: int, out: Path, meta: dict) -> dict:
     """Put checkpoint (size, step) of a `hub` or `local` suite `spec` at `out`."""
     fields = {"size": size, "step": step}
@@ -151,3 +168,18 @@ def release(repo: str, commit: str, cache_dir: str | None) -> int:
     strategy = cache.delete_revisions(commit)
     strategy.execute()
     return strategy.expected_freed_size
+
+
+def release_checkpoint(checkpoint: Path, cache_dir: str | None, out: Path) -> dict:
+    """`release` the hub revision of a fetched checkpoint and write the record of what was freed
+    (repo, revision, commit, freed_bytes) to `out`; the record."""
+    from qid.checkpoints import read_meta
+
+    meta = read_meta(checkpoint)
+    if "commit" not in meta:
+        raise QidError(f"checkpoint {str(checkpoint)!r} was not fetched from the hub")
+    freed = release(meta["repo"], meta["commit"], cache_dir)
+    record = {k: meta[k] for k in ("repo", "revision", "commit")} | {"freed_bytes": freed}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    return record

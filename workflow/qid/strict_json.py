@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 
@@ -27,3 +29,20 @@ def dumps(obj: Any, **kwargs) -> str:
     """json.dumps of `finite(obj)`; allow_nan=False so that a writer that bypasses `finite`
     raises instead of writing a token no parser accepts."""
     return json.dumps(finite(obj), allow_nan=False, **kwargs)
+
+
+def dumps_indented(data: Any) -> str:
+    """Indented strict JSON with each innermost list of numbers on one line (bootstrap draws,
+    ranges): the format of fits.json and of qid diagnose's results."""
+    return re.sub(
+        r'\[[^\[\]{}"]*\]',
+        lambda m: "[" + " ".join(m.group()[1:-1].split()) + "]",
+        dumps(data, indent=2),
+    )
+
+
+def save(path: Path | None, data: Any) -> None:
+    """Write `dumps_indented(data)` to `path` (its folder made); nothing when `path` is None."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dumps_indented(data) + "\n")
