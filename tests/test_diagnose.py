@@ -72,6 +72,8 @@ BAD = [
     (["--options", '{"group_size": "24"}'], "option 'group_size': '24' is not of type"),
     (["--method", "rtn,gptq", "--options", '{"rtn": {}}'], "none for 'gptq'"),
     (["--options", '{"rnt": {}}'], "unknown quantization method 'rnt'"),
+    # Options given per method are checked against that method's own (gptq's desc_act on rtn).
+    (["--options", '{"rtn": {"desc_act": true}}'], "option 'desc_act' is not known"),
     (["--bits", "2.5"], "--bits 2.5: a checkpoint is quantized at whole bit widths"),
     (["--checkpoint", "nowhere"], "--checkpoint 'nowhere' does not exist"),
     (["--texts", "nowhere.parquet"], "--texts 'nowhere.parquet' does not exist"),

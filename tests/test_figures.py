@@ -16,11 +16,10 @@ import yaml
 
 from qid import figures
 from qid.figures import FIGURES, make_all
-from qid.figures.compare import bits_key, eval_set_pairs, method_widths, suite_transfer
+from qid.figures.compare import eval_set_pairs, method_widths, suite_transfer
 from qid.figures.dynamics import fig12_weight_change, fig14_bitnet
 from qid.figures.prediction import fig7_loss_prediction
 from qid.figures.projection import LLAMA3_VOCAB, fig1_projection, uniform_loss
-from qid.figures.style import model_rows
 from qid.laws import PUBLISHED, UnifiedLaw, fit_all, fit_law, loss_q, unified_from_fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,30 +132,7 @@ def synthetic_train(sizes=(("s", 1e8), ("l", 1e10)), bitnet=("s", "l"), steps=20
 
 
 def fitted(table: pd.DataFrame) -> dict:
-    return figure_fits(table, fit_all(table, method="gptq", eval_set="refinedweb"))
-
-
-def figure_fits(table: pd.DataFrame, fits: dict) -> dict:
-    """fits plus the fits Figs. 9 and 10 draw, made as figures.py made them before they moved
-    to `qid fit`: Eq. (8) per method at each shared bit width, and leaving one suite out."""
-    # TODO(integrator): replace with qid.laws.fit_all's keys
-    meta = fits.get("meta", {})
-    options = {"weighted": meta.get("weighted", True), "loss": meta.get("loss", "linear")}
-    rows = model_rows(table, {"meta": {"eval_set": meta.get("eval_set")}})
-    by_method = {
-        bits_key(b): {
-            m: fit_law(rows[(rows.bits == b) & (rows.method == m)], "unified", **options)
-            for m in ms
-        }
-        for b, ms in method_widths(table, fits).items()
-    }
-    rows = model_rows(table, fits)
-    suites = sorted(rows["suite"].unique())
-    transfer = {
-        suite: fit_law(rows[rows.suite != suite], "unified", **options)
-        for suite in (suites if len(suites) >= 2 else [])
-    }
-    return {**fits, "by_method": by_method, "suite_transfer": transfer}
+    return fit_all(table, method="gptq", eval_set="refinedweb")
 
 
 def text_of(fig: plt.Figure) -> str:

@@ -8,13 +8,13 @@ import yaml
 from conftest import ROOT, snakemake
 
 from qid import grid
-from qid.config import load_config
+from qid.config import load
 
 PYTHIA = ROOT / "config" / "pythia.yaml"
 
 
 def test_the_paper_grid_is_the_papers():
-    config = load_config(PYTHIA)
+    config = load(PYTHIA)
     suite = config["suites"]["pythia"]
     assert list(suite["sizes"]) == ["160m", "410m", "1b", "2.8b", "6.9b", "12b"]
     assert len(suite["steps"]) == 20 and suite["steps"][-1] == 98000

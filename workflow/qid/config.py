@@ -403,10 +403,6 @@ def load(source: str | Path | dict) -> dict:
     return fill_defaults(config)
 
 
-# The name cli.py (`qid grid`) and tests/test_paper_grid.py import; they may import `load`.
-load_config = load
-
-
 def config_hash(config: dict) -> str:
     """A short hash of the canonical config, stored with every result row for provenance.
 

@@ -30,12 +30,18 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
 
+def given_per_method(options: dict) -> bool:
+    """Whether `--options` holds an object per method ({"rtn": {...}, "gptq": {...}}: every
+    value an object) rather than one object for all methods."""
+    return bool(options) and all(isinstance(v, dict) for v in options.values())
+
+
 def split_options(options: dict, methods: list[str]) -> dict[str, dict]:
     """Each method's options from `--options`: one object for all methods, or an object per
-    method ({"rtn": {...}, "gptq": {...}}; told apart by every value being an object)."""
+    method."""
     from qid.quantize import get_method
 
-    if options and all(isinstance(v, dict) for v in options.values()):
+    if given_per_method(options):
         for name in options:
             try:
                 get_method(name)
@@ -51,15 +57,16 @@ def split_options(options: dict, methods: list[str]) -> dict[str, dict]:
     return {m: dict(options) for m in methods}
 
 
-def check_options(method: str, bits: int, options: dict) -> None:
-    """Refuse (one line naming the option) what the config schema's `methods` item refuses: a
-    misspelled option must not quietly fall back to the backend's default."""
-    from qid.config import load_schema, schema_problem
+def check_options(method: str, bits: int, options: dict, shared: bool = False) -> None:
+    """Refuse (one line naming the option) what the config schema refuses in `method`'s block:
+    a misspelled option must not quietly fall back to the backend's default. Options `shared`
+    by every method of the run may hold any method's options (gptq's damp_percent beside rtn)."""
+    from qid.config import load_schema, method_schema, schema_problem
 
     root = load_schema()
-    problem = schema_problem(
-        {**options, "bits": [bits]}, root["properties"]["methods"]["additionalProperties"], root
-    )
+    methods = root["properties"]["methods"]
+    node = methods["additionalProperties"] if shared else method_schema(method)
+    problem = schema_problem({**options, "bits": [bits]}, node, root)
     if problem is None:
         return
     if problem.unknown is not None:
@@ -164,7 +171,7 @@ def prepare(
     per_method = split_options(options, methods)
     for method in methods:
         for b in bits:
-            check_options(method, b, per_method[method])
+            check_options(method, b, per_method[method], shared=not given_per_method(options))
     checkpoint = open_checkpoint(checkpoint, "--checkpoint")
     check_texts(texts, "--texts")
     config = json.loads((checkpoint / "config.json").read_text())

@@ -62,9 +62,9 @@ def add_grid(sub: Subparsers) -> None:
 
 
 def cmd_grid(args) -> None:
-    from qid.config import load_config
+    from qid.config import load
 
-    config = load_config(args.configfile)
+    config = load(args.configfile)
     e = grid.estimate(config)
     suites = ", ".join(
         f"{name} ({len(s['sizes'])} sizes x {len(s['steps'])} steps, "

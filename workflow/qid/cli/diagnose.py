@@ -7,6 +7,7 @@ from pathlib import Path
 
 from qid import QidError
 from qid.cli.args import Subparsers, _bit_list, _json, _names, evaluation_options, load_fits
+from qid.quantize import GROUP_SIZE
 from qid.strict_json import dumps, save
 
 
@@ -31,7 +32,7 @@ def add_diagnose(sub: Subparsers) -> None:
     s.add_argument(
         "--options",
         type=_json,
-        default={"group_size": 128},
+        default={"group_size": GROUP_SIZE.default},
         help='with --checkpoint: options (JSON) for every method, or per method: {"rtn": {...}, '
         '"gptq": {...}}; match the fitted law\'s',
     )

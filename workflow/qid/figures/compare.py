@@ -19,7 +19,7 @@ from qid.figures.style import (
     source_name,
     stale_fits,
 )
-from qid.laws import unified_from_fit, usable
+from qid.laws import bits_key, unified_from_fit, usable
 
 
 def eval_set_pairs(table: pd.DataFrame, fits: dict) -> tuple[pd.DataFrame, str, list[str]]:
@@ -108,11 +108,6 @@ def fig8_eval_sets(table: pd.DataFrame, fits: dict) -> plt.Figure:
         "bars: 95% CI; dotted: identity)"
     )
     return fig
-
-
-def bits_key(bits: float) -> str:
-    """A bit width as fits.json keys it ("4", or "2.5")."""
-    return str(int(bits)) if float(bits).is_integer() else str(bits)
 
 
 def method_widths(table: pd.DataFrame, fits: dict) -> dict[float, list[str]]:

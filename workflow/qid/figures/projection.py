@@ -16,10 +16,7 @@ from qid.laws import (
     loss16_from_fit,
     unified_from_fit,
 )
-
-LLAMA3_VOCAB = 128_256  # Llama-3's vocabulary, the paper's reference tokenizer (Appendix A.1)
-# Fig. 1's models: nominal parameter counts, as the paper labels them.
-PROJECTED_MODELS = {"7B": 7e9, "70B": 70e9, "405B": 405e9}
+from qid.laws.paper import FIG1_BITS, FIG1_MODELS, FIG1_TOKENS, LLAMA3_VOCAB
 
 
 def uniform_loss(vocab_size: int = LLAMA3_VOCAB) -> float:
@@ -49,14 +46,14 @@ def fig1_projection(
     vocab_size: int = LLAMA3_VOCAB,
     source: str = "published",
     models: dict[str, float] | None = None,
-    bits: tuple[int, ...] = (2, 3, 4),
-    tokens: tuple[float, float] = (1e9, 1e14),
+    bits: tuple[int, ...] = FIG1_BITS,
+    tokens: tuple[float, float] = FIG1_TOKENS,
 ) -> plt.Figure:
     """Predicted loss of quantized 7B/70B/405B models up to 1e14 training tokens:
     Loss_q = Loss_16 (Eq. 3) + QiD (Eq. 8); gray where it is worse than uniform guessing."""
     by_bits, loss_law, label = projection_laws(fits, source)
     unified = PUBLISHED if source == "published" else unified_from_fit(fits["unified"])
-    models = models or PROJECTED_MODELS
+    models = models or FIG1_MODELS
     ceiling = uniform_loss(vocab_size)
     xs = np.geomspace(*tokens, 200)
     colors = bits_palette(bits)
