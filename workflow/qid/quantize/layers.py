@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from qid import QidError
+
+if TYPE_CHECKING:  # torch is imported where a model is looked at: the dry run's width checks
+    import torch  # (neox_layers, check_group_size) must not pay ~1.6 s for it
+    from torch import nn
 
 # The config key every group size comes from (error messages name it).
 GROUP_KEY = "methods.{method}.group_size"
@@ -68,6 +70,8 @@ class Survey:
 
 def as_layer(name: str, module: nn.Module) -> Layer | None:
     """A `Layer` for a linear map, None for any other module."""
+    from torch import nn
+
     if isinstance(module, nn.Linear):
         return Layer(name, "Linear", module.in_features, module.out_features)
     if isinstance(module, _conv1d_type()):
@@ -87,6 +91,8 @@ def num_blocks(config) -> int | None:
 
 def blocks_prefix(model: nn.Module) -> str:
     """Module name of the decoder blocks' ModuleList (e.g. 'model.layers', 'transformer.h')."""
+    from torch import nn
+
     n = num_blocks(model.config)
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == n and n:
@@ -100,6 +106,8 @@ def blocks_prefix(model: nn.Module) -> str:
 def survey(model: nn.Module, include_head: bool = False) -> Survey:
     """The linear maps a method quantizes: those in the decoder blocks (plus the output head with
     `include_head`); the rest, with embeddings, in `skipped` with the reason."""
+    from torch import nn
+
     head = model.get_output_embeddings()
     prefix = blocks_prefix(model) + "."
     tied = head is not None and head.weight is model.get_input_embeddings().weight
@@ -130,11 +138,14 @@ def modules(model: nn.Module, layers: list[Layer]) -> dict[str, nn.Module]:
 
 def weight_in_out(module: nn.Module) -> torch.Tensor:
     """The weight as [out, in] (a view: Conv1D stores [in, out])."""
+    from torch import nn
+
     return module.weight if isinstance(module, nn.Linear) else module.weight.T
 
 
 def meta_model(checkpoint: str | Path):
     """The checkpoint's architecture on the meta device: widths and names, no weights read."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(checkpoint)
