@@ -1,12 +1,27 @@
 # Sec. 4.4 / Fig. 14: BitNet b1.58 twins of some of a suite's models (config `bitnet`); paths
-# and input functions in common_dynamics.smk.
+# in qid.grid.
+from qid.rules_args import as_arg, bitnet_training, eval_io
+
+
+def bitnet_size(wildcards):
+    """Fail early, naming the culprit, for a suite/size the `bitnet` block does not train."""
+    try:
+        return grid.bitnet_size(config, wildcards.suite, wildcards.size)
+    except ValueError as err:
+        raise WorkflowError(str(err)) from None
+
+
+def bitnet_outputs():
+    return expand(grid.BITNET_TABLE, ext=["md", "csv"]) if config.get("bitnet") else []
+
+
 rule train_bitnet:
     input:
         train_ids=grid.TRAIN_IDS,
         tokenizer=grid.TOKENIZER,
     output:
-        checkpoints=directory(BITNET_TRAINED),
-        log=BITNET_TRAIN_LOG,
+        checkpoints=directory(grid.BITNET_TRAINED),
+        log=grid.BITNET_TRAIN_LOG,
     log:
         "logs/{suite}/bitnet/train/{size}.log",
     conda:
@@ -19,7 +34,7 @@ rule train_bitnet:
     params:
         seed=config["seed"],
         arch=lambda w: as_arg(bitnet_size(w)),
-        training=lambda w: as_arg(bitnet_training(w.suite)),
+        training=lambda w: as_arg(bitnet_training(config, w.suite)),
         steps=lambda w: ",".join(map(str, config["suites"][w.suite]["steps"])),
     shell:
         "qid train --bitnet --suite {wildcards.suite} --size {wildcards.size}"
@@ -31,10 +46,10 @@ rule train_bitnet:
 # The same evaluator as every other model (qid evaluate rebuilds the BitLinears on load).
 rule evaluate_bitnet:
     input:
-        checkpoints=BITNET_TRAINED,
+        checkpoints=grid.BITNET_TRAINED,
         texts=eval_texts(),
     output:
-        evals=expand(BITNET_EVAL, eval_set=EVAL_SETS, allow_missing=True),
+        evals=expand(grid.BITNET_EVAL, eval_set=EVAL_SETS, allow_missing=True),
     log:
         "logs/{suite}/bitnet/evaluate/{size}/step{step}.log",
     conda:
@@ -54,12 +69,12 @@ rule evaluate_bitnet:
 
 rule bitnet_table:
     input:
-        evals=bitnet_evals(),
+        evals=grid.bitnet_evals(config),
         table=grid.QID_TABLE,
     output:
-        md=expand(BITNET_TABLE, ext="md"),
+        md=expand(grid.BITNET_TABLE, ext="md"),
         csv=report(
-            expand(BITNET_TABLE, ext="csv")[0],
+            expand(grid.BITNET_TABLE, ext="csv")[0],
             caption="../report/bitnet.rst",
             category="Tables",
         ),

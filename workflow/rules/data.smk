@@ -1,6 +1,19 @@
 # One rule per data product, so a study builds only what it uses: the training corpus only when
 # a suite is trained here (its outputs are the train rule's inputs), each eval set on its own
 # (changing one resamples only it), calibration only when a method calibrates.
+from qid.rules_args import CORPUS_KEYS, as_arg, corpus_arg, source_files
+
+
+def eval_set_spec(wildcards):
+    spec = config["eval_sets"].get(wildcards.eval_set)
+    if spec is None:
+        raise WorkflowError(
+            f"no eval set {wildcards.eval_set!r} in the config "
+            f"(eval sets: {', '.join(EVAL_SETS)})"
+        )
+    return spec
+
+
 rule corpus:
     output:
         tokenizer=directory(grid.TOKENIZER),
@@ -37,7 +50,7 @@ rule eval_set:
     params:
         seed=config["seed"],
         spec=lambda w: as_arg(eval_set_spec(w)),
-        corpus=lambda w: corpus_arg(eval_set_spec(w)),
+        corpus=lambda w: corpus_arg(config, eval_set_spec(w)),
     shell:
         "qid evalset --name {wildcards.eval_set} --seed {params.seed} --spec {params.spec}"
         " {params.corpus} --out {output} > {log} 2>&1"
@@ -59,7 +72,7 @@ rule calibration:
     params:
         seed=config["seed"],
         spec=as_arg(config["data"]["calibration"]),
-        corpus=corpus_arg(config["data"]["calibration"]),
+        corpus=corpus_arg(config, config["data"]["calibration"]),
     shell:
         "qid calibration --seed {params.seed} --spec {params.spec} {params.corpus}"
         " --out {output} > {log} 2>&1"

@@ -1,5 +1,7 @@
 # The 16-bit baseline: once per checkpoint, on every eval set, shared by all cells (with
 # `execution.per_job: checkpoint` the checkpoint's job does it, see quantize.smk).
+from qid.rules_args import eval_io
+
 if not PER_CHECKPOINT:
 
     rule evaluate_base:

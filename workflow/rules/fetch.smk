@@ -4,6 +4,19 @@
 # job checks every cell of the checkpoint against its architecture (widths, layer types), and
 # evaluate.context against its positions, so a cell that cannot work stops the study before any
 # evaluation.
+from qid.rules_args import as_arg, rule_id, suite_cells, suite_options
+
+
+def checkpoint_evals(wildcards):
+    """Every evaluation of one checkpoint: the 16-bit model's and its cells'."""
+    return grid.checkpoint_evaluations(config, checkpoint_of(wildcards))
+
+
+def released_revisions():
+    """Markers of hub revisions deleted from the cache once their cells are done."""
+    return grid.released(config)
+
+
 for suite in FETCHED_SUITES:
     spec = config["suites"][suite]
     kept = spec["source"] == "local" or spec["keep"]
@@ -25,8 +38,8 @@ for suite in FETCHED_SUITES:
             runtime=cpu_job("runtime"),
         params:
             spec=as_arg(spec),
-            cells=suite_cells(suite),
-            options=suite_options(suite),
+            cells=suite_cells(config, suite),
+            options=suite_options(config, suite),
             context=config["evaluate"]["context"],
         shell:
             "qid fetch --suite {wildcards.suite} --size {wildcards.size} --step {wildcards.step}"

@@ -1,3 +1,6 @@
+from qid.rules_args import fit_options
+
+
 rule fit:
     input:
         grid.QID_TABLE,
@@ -14,15 +17,7 @@ rule fit:
     params:
         method=config["fit"]["method"],
         eval_set=config["fit"]["eval_set"],
-        options=lambda w: " ".join(
-            [
-                f"--confidence {config['fit'].get('confidence', 0.95)}",
-                f"--loss {config['fit'].get('loss', 'linear')}",
-                f"--bootstrap {config['fit'].get('bootstrap', 1000)} --seed {config['seed']}",
-                "--validate" if config["fit"].get("validate", True) else "",
-                "" if config["fit"].get("weighted", True) else "--unweighted",
-            ]
-        ),
+        options=fit_options(config),
     shell:
         "qid fit --table {input} --out {output} --method {params.method}"
         " --eval-set {params.eval_set} {params.options} > {log} 2>&1"

@@ -1,3 +1,6 @@
+from qid.rules_args import as_arg
+
+
 rule train:
     input:
         train_ids=grid.TRAIN_IDS,
