@@ -28,6 +28,9 @@ envvars:
 os.environ["PATH"] = os.pathsep.join(
     [os.path.dirname(sys.executable), os.environ["PATH"]]
 )
+# With `--sdm conda`, envs/qid.post-deploy.sh installs qid from this checkout into the rules'
+# env: Snakemake runs a copy of it under .snakemake/conda/, in the working directory (`-d`).
+os.environ["QID_CHECKOUT"] = workflow.basedir
 
 # What several stages share: the config's axes, the resources of a job, a checkpoint's inputs.
 # A stage's own helpers sit beside its rules; what a unit test should reach (arguments, the
