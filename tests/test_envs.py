@@ -39,7 +39,7 @@ def test_snakemake_finds_the_post_deploy_script_beside_the_env():
     envs = {m for f in rules for m in re.findall(r'conda:\s*\n\s*"([^"]+)"', f.read_text())}
     assert envs == {"../../envs/qid.yaml"}
     smk = (ROOT / "workflow" / "rules" / "common.smk").read_text()
-    assert 'os.environ["QID_CHECKOUT"] = workflow.basedir' in smk  # the Snakefile's directory
+    assert "os.environ.update(QID_CHECKOUT=workflow.basedir)" in smk  # the Snakefile's directory
 
 
 def test_the_post_deploy_script_installs_this_checkout_and_the_wiki_texts(tmp_path):

@@ -3,18 +3,6 @@
 from qid.rules_args import as_arg, bitnet_training, eval_io
 
 
-def bitnet_size(wildcards):
-    """Fail early, naming the culprit, for a suite/size the `bitnet` block does not train."""
-    try:
-        return grid.bitnet_size(config, wildcards.suite, wildcards.size)
-    except ValueError as err:
-        raise WorkflowError(str(err)) from None
-
-
-def bitnet_outputs():
-    return expand(grid.BITNET_TABLE, ext=["md", "csv"]) if config.get("bitnet") else []
-
-
 rule train_bitnet:
     input:
         train_ids=grid.TRAIN_IDS,
@@ -26,14 +14,14 @@ rule train_bitnet:
         "logs/{suite}/bitnet/train/{size}.log",
     conda:
         "../../envs/qid.yaml"
-    threads: lambda w: bitnet_size(w).get("threads", 1)
+    threads: lambda w: rule_io.bitnet_size(w).get("threads", 1)
     resources:
         **GPU_PLACEMENT,
         mem_mb=gpu_job("mem_mb"),
         runtime=gpu_job("runtime"),
     params:
         seed=config["seed"],
-        arch=lambda w: as_arg(bitnet_size(w)),
+        arch=lambda w: as_arg(rule_io.bitnet_size(w)),
         training=lambda w: as_arg(bitnet_training(config, w.suite)),
         steps=lambda w: ",".join(map(str, config["suites"][w.suite]["steps"])),
     shell:
@@ -47,7 +35,7 @@ rule train_bitnet:
 rule evaluate_bitnet:
     input:
         checkpoints=grid.BITNET_TRAINED,
-        texts=eval_texts(),
+        texts=rule_io.eval_texts,
     output:
         evals=expand(grid.BITNET_EVAL, eval_set=EVAL_SETS, allow_missing=True),
     log:

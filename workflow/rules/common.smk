@@ -30,11 +30,13 @@ os.environ["PATH"] = os.pathsep.join(
 )
 # With `--sdm conda`, envs/qid.post-deploy.sh installs qid from this checkout into the rules'
 # env: Snakemake runs a copy of it under .snakemake/conda/, in the working directory (`-d`).
-os.environ["QID_CHECKOUT"] = workflow.basedir
+os.environ.update(QID_CHECKOUT=workflow.basedir)
 
-# What several stages share: the config's axes, the resources of a job, a checkpoint's inputs.
-# A stage's own helpers sit beside its rules; what a unit test should reach (arguments, the
-# grid's expansion) is in qid.rules_args and qid.grid.
+# What several stages share: the config's axes, the resources of a job, the default target.
+# The stage files hold rules only (Snakemake's linter wants no functions beside rules): their
+# input/output functions are in qid.rule_io, the CLI arguments they build in qid.rules_args,
+# paths and the grid's expansion in qid.grid, where unit tests reach them.
+from qid.rule_io import RuleIO, calibration_arg, checkpoint_path
 from qid.rules_args import eval_settings
 
 EVAL_SETS = list(config["eval_sets"])
@@ -45,6 +47,8 @@ FETCHED_SUITES = [s for s in config["suites"] if s not in TRAINED_SUITES]
 # Per-cell jobs of a checkpoint (its 16-bit eval and its cells) go to the cluster as one job.
 CHECKPOINT_GROUP = "checkpoint" if config["execution"]["group"] else None
 EVAL_SETTINGS = eval_settings(config)
+# The rules' input and output functions (what a job needs and writes), bound to this config.
+rule_io = RuleIO(config)
 
 
 wildcard_constraints:
@@ -96,46 +100,6 @@ def gpu_job(key, jobs=1):
     return resource
 
 
-def checkpoint_input(wildcards):
-    """What a checkpoint's jobs wait for: the training job that writes all its steps."""
-    suite = config["suites"].get(wildcards.suite)
-    if suite is None or wildcards.size not in suite["sizes"]:
-        raise WorkflowError(
-            f"no suite/size {wildcards.suite}/{wildcards.size} in the config "
-            f"(suites: {', '.join(config['suites'])})"
-        )
-    if int(wildcards.step) not in suite["steps"]:
-        raise WorkflowError(
-            f"step {wildcards.step} is not a checkpoint of suite {wildcards.suite} "
-            f"(steps: {suite['steps']})"
-        )
-    if suite["source"] != "train":
-        return checkpoint_path(wildcards)
-    return grid.TRAINED.format(suite=wildcards.suite, size=wildcards.size)
-
-
-def checkpoint_path(wildcards):
-    return grid.CHECKPOINT.format(
-        suite=wildcards.suite, size=wildcards.size, step=wildcards.step
-    )
-
-
-def checkpoint_of(wildcards):
-    return grid.Checkpoint(wildcards.suite, wildcards.size, int(wildcards.step))
-
-
-EVAL_TEXTS = expand(grid.EVAL_TEXTS, eval_set=EVAL_SETS)
-
-
-def eval_texts():
-    # Built once: input functions run per job (benchmarks/dryrun_scaling.py profiles them).
-    return EVAL_TEXTS
-
-
-def base_evals(wildcards):
-    return [checkpoint_of(wildcards).eval_path(grid.BASE, e) for e in EVAL_SETS]
-
-
 # The default target's lists (the Snakefile's rule all; aggregate reads every evaluation).
 ALL_EVALUATIONS = grid.evaluations(config)
 
@@ -148,3 +112,12 @@ def all_evaluations():
 
 def figure_outputs():
     return expand(grid.FIGURE, name=FIGURES, ext=["png", "pdf"])
+
+
+def released_revisions():
+    """Markers of hub revisions deleted from the cache once their cells are done."""
+    return grid.released(config)
+
+
+def bitnet_outputs():
+    return expand(grid.BITNET_TABLE, ext=["md", "csv"]) if config.get("bitnet") else []

@@ -4,16 +4,6 @@
 from qid.rules_args import CORPUS_KEYS, as_arg, corpus_arg, source_files
 
 
-def eval_set_spec(wildcards):
-    spec = config["eval_sets"].get(wildcards.eval_set)
-    if spec is None:
-        raise WorkflowError(
-            f"no eval set {wildcards.eval_set!r} in the config "
-            f"(eval sets: {', '.join(EVAL_SETS)})"
-        )
-    return spec
-
-
 rule corpus:
     output:
         tokenizer=directory(grid.TOKENIZER),
@@ -36,7 +26,7 @@ rule corpus:
 
 rule eval_set:
     input:
-        lambda w: source_files(eval_set_spec(w)),
+        lambda w: source_files(rule_io.eval_set_spec(w)),
     output:
         grid.EVAL_TEXTS,
     log:
@@ -49,8 +39,8 @@ rule eval_set:
         runtime=cpu_job("runtime"),
     params:
         seed=config["seed"],
-        spec=lambda w: as_arg(eval_set_spec(w)),
-        corpus=lambda w: corpus_arg(config, eval_set_spec(w)),
+        spec=lambda w: as_arg(rule_io.eval_set_spec(w)),
+        corpus=lambda w: corpus_arg(config, rule_io.eval_set_spec(w)),
     shell:
         "qid evalset --name {wildcards.eval_set} --seed {params.seed} --spec {params.spec}"
         " {params.corpus} --out {output} > {log} 2>&1"

@@ -6,8 +6,8 @@ if not PER_CHECKPOINT:
 
     rule evaluate_base:
         input:
-            checkpoints=checkpoint_input,
-            texts=eval_texts(),
+            checkpoints=rule_io.checkpoint_input,
+            texts=rule_io.eval_texts,
         output:
             evals=expand(
                 grid.EVAL, variant=grid.BASE, eval_set=EVAL_SETS, allow_missing=True

@@ -6,17 +6,6 @@
 # evaluation.
 from qid.rules_args import as_arg, rule_id, suite_cells, suite_options
 
-
-def checkpoint_evals(wildcards):
-    """Every evaluation of one checkpoint: the 16-bit model's and its cells'."""
-    return grid.checkpoint_evaluations(config, checkpoint_of(wildcards))
-
-
-def released_revisions():
-    """Markers of hub revisions deleted from the cache once their cells are done."""
-    return grid.released(config)
-
-
 for suite in FETCHED_SUITES:
     spec = config["suites"][suite]
     kept = spec["source"] == "local" or spec["keep"]
@@ -53,7 +42,7 @@ for suite in FETCHED_SUITES:
                 f"release_{rule_id(suite)}"
             input:
                 checkpoint=grid.CHECKPOINT,
-                evals=checkpoint_evals,
+                evals=rule_io.checkpoint_evals,
             output:
                 grid.RELEASED,
             log:
