@@ -84,3 +84,8 @@ def test_the_figures_other_tables_come_from_trained_suites_only():
         "weight_samples": ["results/t/weights/samples.parquet"],
         "train": grid.bitnet_train_logs(CONFIG),
     }
+
+
+def test_every_job_logs_to_its_own_file_under_logs():
+    assert all(p.startswith("logs/") and p.endswith(".log") for p in grid.LOGS.values())
+    assert len(set(grid.LOGS.values())) == len(grid.LOGS)

@@ -40,6 +40,28 @@ BITNET_TRAINED = f"{BITNET_DIR}/checkpoints/{{size}}"
 BITNET_TRAIN_LOG = f"{BITNET_DIR}/train/{{size}}.parquet"
 BITNET_EVAL = f"{BITNET_DIR}/eval/{{size}}/step{{step}}/{{eval_set}}.json"
 BITNET_TABLE = f"{RESULTS}/bitnet.{{ext}}"
+# One log per job, by rule (`fetch`, `release` and `checkpoint` stand for their per-suite rules).
+LOGS = {
+    "corpus": "logs/data/corpus.log",
+    "eval_set": "logs/data/eval/{eval_set}.log",
+    "calibration": "logs/data/calibration.log",
+    "train": "logs/{suite}/train/{size}.log",
+    "fetch": "logs/{suite}/fetch/{size}/step{step}.log",
+    "release": "logs/{suite}/release/{size}/step{step}.log",
+    "evaluate_base": "logs/{suite}/evaluate/{size}/step{step}/base.log",
+    "quantize": "logs/{suite}/quantize/{size}/step{step}/{method}-{bits}bit.log",
+    "checkpoint": "logs/{suite}/quantize/{size}/step{step}.log",
+    "cell_not_in_grid": "logs/{suite}/not_in_grid/{size}/step{step}/{other}/{eval_set}.log",
+    "aggregate": "logs/aggregate.log",
+    "fit": "logs/fit.log",
+    "table1": "logs/table1.log",
+    "summary": "logs/summary.log",
+    "weights": "logs/{suite}/weights.log",
+    "train_bitnet": "logs/{suite}/bitnet/train/{size}.log",
+    "evaluate_bitnet": "logs/{suite}/bitnet/evaluate/{size}/step{step}.log",
+    "bitnet_table": "logs/bitnet.log",
+    "figure": "logs/figures/{name}.log",
+}
 
 
 def variant(method: str, bits: int | str) -> str:

@@ -11,7 +11,7 @@ rule train_bitnet:
         checkpoints=directory(grid.BITNET_TRAINED),
         log=grid.BITNET_TRAIN_LOG,
     log:
-        "logs/{suite}/bitnet/train/{size}.log",
+        grid.LOGS["train_bitnet"],
     conda:
         "../../envs/qid.yaml"
     threads: lambda w: rule_io.bitnet_size(w).get("threads", 1)
@@ -39,7 +39,7 @@ rule evaluate_bitnet:
     output:
         evals=expand(grid.BITNET_EVAL, eval_set=EVAL_SETS, allow_missing=True),
     log:
-        "logs/{suite}/bitnet/evaluate/{size}/step{step}.log",
+        grid.LOGS["evaluate_bitnet"],
     conda:
         "../../envs/qid.yaml"
     resources:
@@ -67,7 +67,7 @@ rule bitnet_table:
             category="Tables",
         ),
     log:
-        "logs/bitnet.log",
+        grid.LOGS["bitnet_table"],
     conda:
         "../../envs/qid.yaml"
     resources:

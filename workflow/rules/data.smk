@@ -9,7 +9,7 @@ rule corpus:
         tokenizer=directory(grid.TOKENIZER),
         train_ids=grid.TRAIN_IDS,
     log:
-        "logs/data/corpus.log",
+        grid.LOGS["corpus"],
     conda:
         "../../envs/qid.yaml"
     resources:
@@ -30,7 +30,7 @@ rule eval_set:
     output:
         grid.EVAL_TEXTS,
     log:
-        "logs/data/eval/{eval_set}.log",
+        grid.LOGS["eval_set"],
     conda:
         "../../envs/qid.yaml"
     resources:
@@ -52,7 +52,7 @@ rule calibration:
     output:
         grid.CALIBRATION,
     log:
-        "logs/data/calibration.log",
+        grid.LOGS["calibration"],
     conda:
         "../../envs/qid.yaml"
     resources:

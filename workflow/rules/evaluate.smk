@@ -13,7 +13,7 @@ if not PER_CHECKPOINT:
                 grid.EVAL, variant=grid.BASE, eval_set=EVAL_SETS, allow_missing=True
             ),
         log:
-            "logs/{suite}/evaluate/{size}/step{step}/base.log",
+            grid.LOGS["evaluate_base"],
         group:
             CHECKPOINT_GROUP
         conda:

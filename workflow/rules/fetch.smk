@@ -16,7 +16,7 @@ for suite in FETCHED_SUITES:
         output:
             directory(grid.CHECKPOINT) if kept else temp(directory(grid.CHECKPOINT)),
         log:
-            "logs/{suite}/fetch/{size}/step{step}.log",
+            grid.LOGS["fetch"],
         wildcard_constraints:
             suite=re.escape(suite),
         conda:
@@ -46,7 +46,7 @@ for suite in FETCHED_SUITES:
             output:
                 grid.RELEASED,
             log:
-                "logs/{suite}/release/{size}/step{step}.log",
+                grid.LOGS["release"],
             wildcard_constraints:
                 suite=re.escape(suite),
             conda:

@@ -7,7 +7,7 @@ rule fit:
     output:
         grid.FITS,
     log:
-        "logs/fit.log",
+        grid.LOGS["fit"],
     conda:
         "../../envs/qid.yaml"
     resources:
@@ -40,7 +40,7 @@ rule table1:
             category="Tables",
         ),
     log:
-        "logs/table1.log",
+        grid.LOGS["table1"],
     conda:
         "../../envs/qid.yaml"
     resources:
@@ -59,7 +59,7 @@ rule summary:
     output:
         report(grid.SUMMARY, caption="../report/summary.rst", category="Tables"),
     log:
-        "logs/summary.log",
+        grid.LOGS["summary"],
     conda:
         "../../envs/qid.yaml"
     resources:

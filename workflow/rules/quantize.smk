@@ -24,7 +24,7 @@ if PER_CHECKPOINT:
             output:
                 **rule_io.checkpoint_job_outputs(suite),
             log:
-                "logs/{suite}/quantize/{size}/step{step}.log",
+                grid.LOGS["checkpoint"],
             wildcard_constraints:
                 suite=re.escape(suite),
             conda:
@@ -60,7 +60,7 @@ if PER_CHECKPOINT:
         output:
             grid.EVAL.replace("{variant}", "{other}"),
         log:
-            "logs/{suite}/not_in_grid/{size}/step{step}/{other}/{eval_set}.log",
+            grid.LOGS["cell_not_in_grid"],
         wildcard_constraints:
             other=grid.other_variant(config),
         conda:
@@ -86,7 +86,7 @@ else:
                 allow_missing=True,
             ),
         log:
-            "logs/{suite}/quantize/{size}/step{step}/{method}-{bits}bit.log",
+            grid.LOGS["quantize"],
         group:
             CHECKPOINT_GROUP
         conda:

@@ -9,7 +9,7 @@ rule train:
         checkpoints=directory(grid.TRAINED),
         log=grid.TRAIN_LOG,
     log:
-        "logs/{suite}/train/{size}.log",
+        grid.LOGS["train"],
     wildcard_constraints:
         suite="|".join(map(re.escape, TRAINED_SUITES)) or "(?!)",
     conda:

@@ -9,7 +9,7 @@ rule weights:
         changes=grid.WEIGHT_CHANGES,
         samples=grid.WEIGHT_SAMPLES,
     log:
-        "logs/{suite}/weights.log",
+        grid.LOGS["weights"],
     conda:
         "../../envs/qid.yaml"
     resources:
