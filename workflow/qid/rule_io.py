@@ -17,7 +17,7 @@ from snakemake.ioflags import update
 
 from qid import grid
 from qid.quantize import check_bits, get_method
-from qid.rules_args import not_in_grid
+from qid.rule_args import not_in_grid
 
 
 def checkpoint_path(wildcards: Any) -> str:

@@ -1,6 +1,6 @@
 # Sec. 4.4 / Fig. 14: BitNet b1.58 twins of some of a suite's models (config `bitnet`); paths
 # in qid.grid.
-from qid.rules_args import as_arg, bitnet_training, eval_io
+from qid.rule_args import as_arg, bitnet_training, eval_io
 
 
 rule train_bitnet:

@@ -34,10 +34,10 @@ os.environ.update(QID_CHECKOUT=workflow.basedir)
 
 # What several stages share: the config's axes, the resources of a job, the default target.
 # The stage files hold rules only (Snakemake's linter wants no functions beside rules): their
-# input/output functions are in qid.rule_io, the CLI arguments they build in qid.rules_args,
+# input/output functions are in qid.rule_io, the CLI arguments they build in qid.rule_args,
 # paths and the grid's expansion in qid.grid, where unit tests reach them.
 from qid.rule_io import RuleIO, calibration_arg, checkpoint_path
-from qid.rules_args import eval_settings
+from qid.rule_args import eval_settings
 
 EVAL_SETS = list(config["eval_sets"])
 CONFIG_HASH = config_hash(config)

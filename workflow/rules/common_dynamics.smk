@@ -1,7 +1,7 @@
 # figures.smk's input functions, kept apart for figures.smk's owner to take beside its rules
 # (then this file and its `include:` go). The training-dynamics paths are in qid.grid.
 from qid.figures import DATA
-from qid.rules_args import figure_args
+from qid.rule_args import figure_args
 
 # A figure draws the QiD table and the fits, or the other tables of qid.figures.DATA.
 FIGURE_DATA = grid.figure_data(config)

@@ -1,7 +1,7 @@
 # One rule per data product, so a study builds only what it uses: the training corpus only when
 # a suite is trained here (its outputs are the train rule's inputs), each eval set on its own
 # (changing one resamples only it), calibration only when a method calibrates.
-from qid.rules_args import CORPUS_KEYS, as_arg, corpus_arg, source_files
+from qid.rule_args import CORPUS_KEYS, as_arg, corpus_arg, source_files
 
 
 rule corpus:

@@ -1,6 +1,6 @@
 # The 16-bit baseline: once per checkpoint, on every eval set, shared by all cells (with
 # `execution.per_job: checkpoint` the checkpoint's job does it, see quantize.smk).
-from qid.rules_args import eval_io
+from qid.rule_args import eval_io
 
 if not PER_CHECKPOINT:
 

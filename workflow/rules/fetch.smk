@@ -4,7 +4,9 @@
 # job checks every cell of the checkpoint against its architecture (widths, layer types), and
 # evaluate.context against its positions, so a cell that cannot work stops the study before any
 # evaluation.
-from qid.rules_args import as_arg, rule_id, suite_cells, suite_options
+import re
+
+from qid.rule_args import as_arg, rule_id, suite_cells, suite_options
 
 for suite in FETCHED_SUITES:
     spec = config["suites"][suite]

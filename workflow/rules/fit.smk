@@ -1,4 +1,4 @@
-from qid.rules_args import fit_options
+from qid.rule_args import fit_options
 
 
 rule fit:

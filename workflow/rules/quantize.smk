@@ -1,5 +1,7 @@
 # Quantize and evaluate the grid's cells; `execution.per_job` in the config picks the cut.
-from qid.rules_args import (
+import re
+
+from qid.rule_args import (
     as_arg,
     eval_io,
     rule_id,

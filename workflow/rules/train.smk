@@ -1,4 +1,6 @@
-from qid.rules_args import as_arg
+import re
+
+from qid.rule_args import as_arg
 
 
 rule train:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from qid import rules_args as ra
+from qid import rule_args as ra
 
 CONFIG = {
     "seed": 3,
