@@ -4,6 +4,7 @@ for every run and lets it override --profile, so the cluster settings must survi
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,17 @@ def test_the_cluster_profile_is_not_overridden_by_the_default_one(key):
 
 def test_the_local_profile_uses_every_core():
     assert settings("--profile", "profiles/default").cores == os.cpu_count()
+
+
+def test_the_cluster_profile_is_found_by_its_name_from_the_repository_root():
+    # Snakemake looks a bare profile name up in the working directory (then ~/.config/snakemake):
+    # `slurm` is a tracked relative link to profiles/slurm, so a fresh clone has it.
+    entry = subprocess.run(
+        ["git", "ls-files", "--stage", "slurm"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
+    if not entry:
+        pytest.skip("not a git checkout")
+    assert entry[0] == "120000" and os.readlink(ROOT / "slurm") == "profiles/slurm"
+    assert (ROOT / "slurm").resolve() == (ROOT / "profiles/slurm").resolve()
+    named, by_path = settings("--profile", "slurm"), settings("--profile", "profiles/slurm")
+    assert named.executor == by_path.executor == "slurm" and named.jobs == by_path.jobs

@@ -29,6 +29,39 @@ SUMMARY = f"{RESULTS}/summary.md"
 TABLE1 = f"{RESULTS}/table1{{which}}.{{ext}}"  # which: "" (fitted per bit width), "_published"
 FIGURE = f"{RESULTS}/figures/{{name}}.{{ext}}"
 CHECKPOINT_META = "qid_checkpoint.json"  # written into every trained checkpoint directory
+# Fig. 12: weight change between consecutive checkpoints, one file pair per trained suite.
+WEIGHT_CHANGES = f"{RESULTS}/{{suite}}/weights/changes.parquet"
+WEIGHT_SAMPLES = f"{RESULTS}/{{suite}}/weights/samples.parquet"
+# Sec. 4.4 / Fig. 14: BitNet b1.58 twins of some of a suite's models (config `bitnet`), trained
+# on the same data, seed, init and token budget. The 16-bit twins are the suite's own models and
+# training logs, so only the BitNet models train.
+BITNET_DIR = f"{RESULTS}/{{suite}}/bitnet"
+BITNET_TRAINED = f"{BITNET_DIR}/checkpoints/{{size}}"
+BITNET_TRAIN_LOG = f"{BITNET_DIR}/train/{{size}}.parquet"
+BITNET_EVAL = f"{BITNET_DIR}/eval/{{size}}/step{{step}}/{{eval_set}}.json"
+BITNET_TABLE = f"{RESULTS}/bitnet.{{ext}}"
+# One log per job, by rule (`fetch`, `release` and `checkpoint` stand for their per-suite rules).
+LOGS = {
+    "corpus": "logs/data/corpus.log",
+    "eval_set": "logs/data/eval/{eval_set}.log",
+    "calibration": "logs/data/calibration.log",
+    "train": "logs/{suite}/train/{size}.log",
+    "fetch": "logs/{suite}/fetch/{size}/step{step}.log",
+    "release": "logs/{suite}/release/{size}/step{step}.log",
+    "evaluate_base": "logs/{suite}/evaluate/{size}/step{step}/base.log",
+    "quantize": "logs/{suite}/quantize/{size}/step{step}/{method}-{bits}bit.log",
+    "checkpoint": "logs/{suite}/quantize/{size}/step{step}.log",
+    "cell_not_in_grid": "logs/{suite}/not_in_grid/{size}/step{step}/{other}/{eval_set}.log",
+    "aggregate": "logs/aggregate.log",
+    "fit": "logs/fit.log",
+    "table1": "logs/table1.log",
+    "summary": "logs/summary.log",
+    "weights": "logs/{suite}/weights.log",
+    "train_bitnet": "logs/{suite}/bitnet/train/{size}.log",
+    "evaluate_bitnet": "logs/{suite}/bitnet/evaluate/{size}/step{step}.log",
+    "bitnet_table": "logs/bitnet.log",
+    "figure": "logs/figures/{name}.log",
+}
 
 
 def variant(method: str, bits: int | str) -> str:
@@ -109,6 +142,100 @@ def cells(config: dict) -> Iterator[Cell]:
     for ckpt in checkpoints(config):
         for method, bits in suite_variants(config, ckpt.suite):
             yield Cell(ckpt, method, bits)
+
+
+def trained_suites(config: dict) -> list[str]:
+    """The suites trained here (the others are fetched: hub revisions or local directories)."""
+    return [s for s, spec in config["suites"].items() if spec["source"] == "train"]
+
+
+def evaluations(config: dict) -> list[str]:
+    """Every eval JSON of the grid, sorted: the 16-bit model's and every cell's."""
+    base = {c.eval_path(BASE, e) for c in checkpoints(config) for e in config["eval_sets"]}
+    evals = {cell.eval_path(e) for cell in cells(config) for e in config["eval_sets"]}
+    return sorted(base | evals)
+
+
+def checkpoint_evaluations(config: dict, ckpt: Checkpoint) -> list[str]:
+    """Every evaluation of one checkpoint: the 16-bit model's, then its cells'."""
+    base = [ckpt.eval_path(BASE, e) for e in config["eval_sets"]]
+    return base + [
+        Cell(ckpt, m, b).eval_path(e)
+        for m, b in suite_variants(config, ckpt.suite)
+        for e in config["eval_sets"]
+    ]
+
+
+def released(config: dict) -> list[str]:
+    """Markers of hub revisions deleted from the cache once their cells are done."""
+    return [
+        RELEASED.format(suite=c.suite, size=c.size, step=c.step)
+        for c in checkpoints(config)
+        if config["suites"][c.suite]["source"] == "hub" and not config["suites"][c.suite]["keep"]
+    ]
+
+
+def previous_cell(config: dict, cell: Cell) -> Cell | None:
+    """The cell before `cell` in its suite's canonical order (None for the first)."""
+    variants = suite_variants(config, cell.checkpoint.suite)
+    i = variants.index((cell.method, cell.bits))
+    return Cell(cell.checkpoint, *variants[i - 1]) if i else None
+
+
+def other_variant(config: dict) -> str:
+    """A wildcard pattern: a variant directory that is neither `BASE` nor a configured cell."""
+    known = {BASE} | {variant(m, b) for s in config["suites"] for m, b in suite_variants(config, s)}
+    return "(?!(?:{})/)[^/]+".format("|".join(re.escape(v) for v in known))
+
+
+def suite_threads(config: dict, suite: str) -> int:
+    """Threads of a checkpoint's job: the most any of its suite's methods asks for."""
+    return max(config["methods"][m].get("threads", 1) for m in suite_methods(config, suite))
+
+
+def bitnet_size(config: dict, suite: str, size: str) -> dict:
+    """The architecture of a BitNet twin; ValueError for one the `bitnet` block does not train."""
+    bitnet = config.get("bitnet")
+    if not bitnet or suite != bitnet["suite"] or size not in bitnet["sizes"]:
+        raise ValueError(f"no BitNet twin of {suite}/{size} in the config's `bitnet` block")
+    return config["suites"][suite]["sizes"][size]
+
+
+def bitnet_evals(config: dict) -> list[str]:
+    """The final BitNet checkpoints' evaluations, every eval set."""
+    bitnet = config.get("bitnet")
+    if not bitnet:
+        return []
+    last = config["suites"][bitnet["suite"]]["steps"][-1]
+    return [
+        BITNET_EVAL.format(suite=bitnet["suite"], size=size, step=last, eval_set=e)
+        for size in bitnet["sizes"]
+        for e in config["eval_sets"]
+    ]
+
+
+def bitnet_train_logs(config: dict) -> list[str]:
+    """Training logs of the BitNet models, then of their 16-bit twins (Fig. 14)."""
+    bitnet = config.get("bitnet")
+    if not bitnet:
+        return []
+    return [
+        template.format(suite=bitnet["suite"], size=size)
+        for template in (BITNET_TRAIN_LOG, TRAIN_LOG)
+        for size in bitnet["sizes"]
+    ]
+
+
+def figure_data(config: dict) -> dict[str, list[str]]:
+    """The files of the tables other than the QiD table and the fits (qid.figures.DATA's keys).
+    Fig. 12 reads every checkpoint of a suite at once: trained suites only (a hub suite's
+    revisions are deleted from the cache as its cells finish)."""
+    trained = trained_suites(config)
+    return {
+        "weight_changes": [WEIGHT_CHANGES.format(suite=s) for s in trained],
+        "weight_samples": [WEIGHT_SAMPLES.format(suite=s) for s in trained],
+        "train": bitnet_train_logs(config),
+    }
 
 
 def method_options(config: dict, method: str) -> dict:

@@ -4,7 +4,7 @@ rule aggregate:
     output:
         grid.QID_TABLE,
     log:
-        "logs/aggregate.log",
+        grid.LOGS["aggregate"],
     conda:
         "../../envs/qid.yaml"
     resources:

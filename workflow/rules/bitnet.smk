@@ -1,25 +1,28 @@
 # Sec. 4.4 / Fig. 14: BitNet b1.58 twins of some of a suite's models (config `bitnet`); paths
-# and input functions in common_dynamics.smk.
+# in qid.grid.
+from qid.rule_args import as_arg, bitnet_training, eval_io
+
+
 rule train_bitnet:
     input:
         train_ids=grid.TRAIN_IDS,
         tokenizer=grid.TOKENIZER,
     output:
-        checkpoints=directory(BITNET_TRAINED),
-        log=BITNET_TRAIN_LOG,
+        checkpoints=directory(grid.BITNET_TRAINED),
+        log=grid.BITNET_TRAIN_LOG,
     log:
-        "logs/{suite}/bitnet/train/{size}.log",
+        grid.LOGS["train_bitnet"],
     conda:
         "../../envs/qid.yaml"
-    threads: lambda w: bitnet_size(w).get("threads", 1)
+    threads: lambda w: rule_io.bitnet_size(w).get("threads", 1)
     resources:
         **GPU_PLACEMENT,
         mem_mb=gpu_job("mem_mb"),
         runtime=gpu_job("runtime"),
     params:
         seed=config["seed"],
-        arch=lambda w: as_arg(bitnet_size(w)),
-        training=lambda w: as_arg(bitnet_training(w.suite)),
+        arch=lambda w: as_arg(rule_io.bitnet_size(w)),
+        training=lambda w: as_arg(bitnet_training(config, w.suite)),
         steps=lambda w: ",".join(map(str, config["suites"][w.suite]["steps"])),
     shell:
         "qid train --bitnet --suite {wildcards.suite} --size {wildcards.size}"
@@ -31,12 +34,12 @@ rule train_bitnet:
 # The same evaluator as every other model (qid evaluate rebuilds the BitLinears on load).
 rule evaluate_bitnet:
     input:
-        checkpoints=BITNET_TRAINED,
-        texts=eval_texts(),
+        checkpoints=grid.BITNET_TRAINED,
+        texts=rule_io.eval_texts,
     output:
-        evals=expand(BITNET_EVAL, eval_set=EVAL_SETS, allow_missing=True),
+        evals=expand(grid.BITNET_EVAL, eval_set=EVAL_SETS, allow_missing=True),
     log:
-        "logs/{suite}/bitnet/evaluate/{size}/step{step}.log",
+        grid.LOGS["evaluate_bitnet"],
     conda:
         "../../envs/qid.yaml"
     resources:
@@ -54,17 +57,17 @@ rule evaluate_bitnet:
 
 rule bitnet_table:
     input:
-        evals=bitnet_evals(),
+        evals=grid.bitnet_evals(config),
         table=grid.QID_TABLE,
     output:
-        md=expand(BITNET_TABLE, ext="md"),
+        md=expand(grid.BITNET_TABLE, ext="md"),
         csv=report(
-            expand(BITNET_TABLE, ext="csv")[0],
+            expand(grid.BITNET_TABLE, ext="csv")[0],
             caption="../report/bitnet.rst",
             category="Tables",
         ),
     log:
-        "logs/bitnet.log",
+        grid.LOGS["bitnet_table"],
     conda:
         "../../envs/qid.yaml"
     resources:

@@ -1,17 +1,19 @@
 # The 16-bit baseline: once per checkpoint, on every eval set, shared by all cells (with
 # `execution.per_job: checkpoint` the checkpoint's job does it, see quantize.smk).
+from qid.rule_args import eval_io
+
 if not PER_CHECKPOINT:
 
     rule evaluate_base:
         input:
-            checkpoints=checkpoint_input,
-            texts=eval_texts(),
+            checkpoints=rule_io.checkpoint_input,
+            texts=rule_io.eval_texts,
         output:
             evals=expand(
                 grid.EVAL, variant=grid.BASE, eval_set=EVAL_SETS, allow_missing=True
             ),
         log:
-            "logs/{suite}/evaluate/{size}/step{step}/base.log",
+            grid.LOGS["evaluate_base"],
         group:
             CHECKPOINT_GROUP
         conda:

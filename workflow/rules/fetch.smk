@@ -4,6 +4,10 @@
 # job checks every cell of the checkpoint against its architecture (widths, layer types), and
 # evaluate.context against its positions, so a cell that cannot work stops the study before any
 # evaluation.
+import re
+
+from qid.rule_args import as_arg, rule_id, suite_cells, suite_options
+
 for suite in FETCHED_SUITES:
     spec = config["suites"][suite]
     kept = spec["source"] == "local" or spec["keep"]
@@ -14,7 +18,7 @@ for suite in FETCHED_SUITES:
         output:
             directory(grid.CHECKPOINT) if kept else temp(directory(grid.CHECKPOINT)),
         log:
-            "logs/{suite}/fetch/{size}/step{step}.log",
+            grid.LOGS["fetch"],
         wildcard_constraints:
             suite=re.escape(suite),
         conda:
@@ -25,8 +29,8 @@ for suite in FETCHED_SUITES:
             runtime=cpu_job("runtime"),
         params:
             spec=as_arg(spec),
-            cells=suite_cells(suite),
-            options=suite_options(suite),
+            cells=suite_cells(config, suite),
+            options=suite_options(config, suite),
             context=config["evaluate"]["context"],
         shell:
             "qid fetch --suite {wildcards.suite} --size {wildcards.size} --step {wildcards.step}"
@@ -40,11 +44,11 @@ for suite in FETCHED_SUITES:
                 f"release_{rule_id(suite)}"
             input:
                 checkpoint=grid.CHECKPOINT,
-                evals=checkpoint_evals,
+                evals=rule_io.checkpoint_evals,
             output:
                 grid.RELEASED,
             log:
-                "logs/{suite}/release/{size}/step{step}.log",
+                grid.LOGS["release"],
             wildcard_constraints:
                 suite=re.escape(suite),
             conda:

@@ -6,7 +6,7 @@ for fig in FIGURES:
         name:
             f"figure_{fig}"
         input:
-            **figure_inputs(fig),
+            **rule_io.figure_inputs(fig),
         output:
             png=report(
                 grid.FIGURE.format(name=fig, ext="png"),
@@ -15,7 +15,7 @@ for fig in FIGURES:
             ),
             pdf=grid.FIGURE.format(name=fig, ext="pdf"),
         log:
-            f"logs/figures/{fig}.log",
+            grid.LOGS["figure"].format(name=fig),
         conda:
             "../../envs/qid.yaml"
         resources:

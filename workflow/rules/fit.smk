@@ -1,10 +1,13 @@
+from qid.rule_args import fit_options
+
+
 rule fit:
     input:
         grid.QID_TABLE,
     output:
         grid.FITS,
     log:
-        "logs/fit.log",
+        grid.LOGS["fit"],
     conda:
         "../../envs/qid.yaml"
     resources:
@@ -14,15 +17,7 @@ rule fit:
     params:
         method=config["fit"]["method"],
         eval_set=config["fit"]["eval_set"],
-        options=lambda w: " ".join(
-            [
-                f"--confidence {config['fit'].get('confidence', 0.95)}",
-                f"--loss {config['fit'].get('loss', 'linear')}",
-                f"--bootstrap {config['fit'].get('bootstrap', 1000)} --seed {config['seed']}",
-                "--validate" if config["fit"].get("validate", True) else "",
-                "" if config["fit"].get("weighted", True) else "--unweighted",
-            ]
-        ),
+        options=fit_options(config),
     shell:
         "qid fit --table {input} --out {output} --method {params.method}"
         " --eval-set {params.eval_set} {params.options} > {log} 2>&1"
@@ -45,7 +40,7 @@ rule table1:
             category="Tables",
         ),
     log:
-        "logs/table1.log",
+        grid.LOGS["table1"],
     conda:
         "../../envs/qid.yaml"
     resources:
@@ -64,7 +59,7 @@ rule summary:
     output:
         report(grid.SUMMARY, caption="../report/summary.rst", category="Tables"),
     log:
-        "logs/summary.log",
+        grid.LOGS["summary"],
     conda:
         "../../envs/qid.yaml"
     resources:

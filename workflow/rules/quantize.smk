@@ -1,4 +1,14 @@
 # Quantize and evaluate the grid's cells; `execution.per_job` in the config picks the cut.
+import re
+
+from qid.rule_args import (
+    as_arg,
+    eval_io,
+    rule_id,
+    suite_cells,
+    suite_options,
+)
+
 if PER_CHECKPOINT:
 
     # One job per checkpoint: its 16-bit eval, then every cell (quantize, save, reload, evaluate),
@@ -12,16 +22,16 @@ if PER_CHECKPOINT:
             name:
                 f"checkpoint_{rule_id(suite)}"
             input:
-                unpack(checkpoint_job_inputs),
+                unpack(rule_io.checkpoint_job_inputs),
             output:
-                **checkpoint_job_outputs(suite),
+                **rule_io.checkpoint_job_outputs(suite),
             log:
-                "logs/{suite}/quantize/{size}/step{step}.log",
+                grid.LOGS["checkpoint"],
             wildcard_constraints:
                 suite=re.escape(suite),
             conda:
                 "../../envs/qid.yaml"
-            threads: suite_threads(suite)
+            threads: grid.suite_threads(config, suite)
             resources:
                 **GPU_PLACEMENT,
                 mem_mb=gpu_job("mem_mb"),
@@ -30,8 +40,8 @@ if PER_CHECKPOINT:
                 ),
             params:
                 checkpoint=checkpoint_path,
-                cells=suite_cells(suite),
-                options=suite_options(suite),
+                cells=suite_cells(config, suite),
+                options=suite_options(config, suite),
                 calibration=calibration_arg,
                 # Derived from input/output (not a rerun trigger), and inside an existing
                 # argument so the shell command, a rerun trigger, reads as before.
@@ -48,13 +58,13 @@ if PER_CHECKPOINT:
     # (the checkpoint rules above only produce the configured cells).
     rule cell_not_in_grid:
         input:
-            not_in_grid,
+            rule_io.outside_grid,
         output:
             grid.EVAL.replace("{variant}", "{other}"),
         log:
-            "logs/{suite}/not_in_grid/{size}/step{step}/{other}/{eval_set}.log",
+            grid.LOGS["cell_not_in_grid"],
         wildcard_constraints:
-            other=OTHER_VARIANT,
+            other=grid.other_variant(config),
         conda:
             "../../envs/qid.yaml"
         shell:
@@ -67,9 +77,9 @@ else:
     # eval of its checkpoint, which connects a checkpoint's jobs (for `execution.group`).
     rule quantize:
         input:
-            unpack(cell_inputs),
+            unpack(rule_io.cell_inputs),
         output:
-            model=quantized_output(grid.QUANTIZED),
+            model=rule_io.quantized_output(grid.QUANTIZED),
             record=grid.QUANT_RECORD,
             evals=expand(
                 grid.EVAL,
@@ -78,7 +88,7 @@ else:
                 allow_missing=True,
             ),
         log:
-            "logs/{suite}/quantize/{size}/step{step}/{method}-{bits}bit.log",
+            grid.LOGS["quantize"],
         group:
             CHECKPOINT_GROUP
         conda:

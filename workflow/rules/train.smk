@@ -1,3 +1,8 @@
+import re
+
+from qid.rule_args import as_arg
+
+
 rule train:
     input:
         train_ids=grid.TRAIN_IDS,
@@ -6,7 +11,7 @@ rule train:
         checkpoints=directory(grid.TRAINED),
         log=grid.TRAIN_LOG,
     log:
-        "logs/{suite}/train/{size}.log",
+        grid.LOGS["train"],
     wildcard_constraints:
         suite="|".join(map(re.escape, TRAINED_SUITES)) or "(?!)",
     conda:

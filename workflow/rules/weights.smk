@@ -1,15 +1,15 @@
 # Fig. 12: how much the weights move between consecutive checkpoints, per layer type, read from
-# every size's saved checkpoints; one job per suite.
+# every size's saved checkpoints; one job per suite (paths in qid.grid).
 rule weights:
     input:
         lambda w: expand(
             grid.TRAINED, suite=w.suite, size=config["suites"][w.suite]["sizes"]
         ),
     output:
-        changes=WEIGHT_CHANGES,
-        samples=WEIGHT_SAMPLES,
+        changes=grid.WEIGHT_CHANGES,
+        samples=grid.WEIGHT_SAMPLES,
     log:
-        "logs/{suite}/weights.log",
+        grid.LOGS["weights"],
     conda:
         "../../envs/qid.yaml"
     resources:
