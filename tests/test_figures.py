@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from qid import figures
-from qid.figures import FIGURES, make_all
+from qid.figures import FIGURES
 from qid.figures.compare import eval_set_pairs, method_widths, suite_transfer
+from qid.figures.draw import make_all
 from qid.figures.dynamics import fig12_weight_change, fig14_bitnet
 from qid.figures.prediction import fig7_loss_prediction
 from qid.figures.projection import LLAMA3_VOCAB, fig1_projection, uniform_loss

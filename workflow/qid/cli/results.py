@@ -170,7 +170,7 @@ def add_figures(sub: Subparsers) -> None:
 
 
 def cmd_figures(args) -> None:
-    from qid.figures import make_all
+    from qid.figures.draw import make_all
 
     data: dict[str, list[Path]] = {}
     for key, path in args.data:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from qid import QidError
@@ -59,16 +58,3 @@ def load(name: str) -> Callable[..., Any]:
         raise QidError(f"unknown figure {name!r}; the figures: {', '.join(FIGURES)}")
     module, function = FIGURES[name].draws.split(":")
     return getattr(importlib.import_module(f"{__name__}.{module}"), function)
-
-
-def make_all(
-    table: Path | None,
-    fits: Path | None,
-    out_dir: Path,
-    names: list[str] | None = None,
-    data: dict[str, list[Path]] | None = None,
-) -> list[Path]:
-    """Draw `names` (default: all figures) as PNG and PDF in `out_dir`; see qid.figures.draw."""
-    from qid.figures.draw import make_all as draw_all
-
-    return draw_all(table, fits, out_dir, names, data)
