@@ -225,3 +225,15 @@ def test_a_bad_bitnet_block_is_named(edit, message):
     edit(config["bitnet"])
     with pytest.raises(ConfigError, match=message):
         check_config(config)
+
+
+def test_qid_bitnet_names_an_evals_file_that_is_not_json(tmp_path, capsys):
+    from qid.cli import main
+
+    bad = tmp_path / "eval.json"
+    bad.write_text("not json")
+    with pytest.raises(SystemExit):
+        main(["bitnet", str(bad), "--out-md", str(tmp_path / "b.md")])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"qid bitnet: error: eval record '{bad}' is not JSON")
+    assert "\n" not in err

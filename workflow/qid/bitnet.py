@@ -18,10 +18,15 @@ already normalises the inputs of query_key_value and dense_h_to_4h).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from qid import QidError
 
 CONFIG_FLAG = "qid_bitnet"  # set in a BitNet model's config.json: reloading re-applies the swap
 EPS = 1e-5  # floor of both scales, as in the b1.58 reference code
@@ -96,6 +101,17 @@ def restore(model: nn.Module) -> nn.Module:
 # --- Sec. 4.4's comparison: BitNet's final loss beside its 16-bit twin's and 2-bit PTQ's ------
 
 KEYS = ["suite", "size", "step", "eval_set"]
+
+
+def read_evals(paths: list[Path]) -> list[dict]:
+    """The BitNet models' eval records; one line naming a file that is not a JSON record."""
+    records = []
+    for path in paths:
+        try:
+            records.append(json.loads(Path(path).read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise QidError(f"eval record {str(path)!r} is not JSON ({err})") from None
+    return records
 
 
 def compare(evals: list[dict], table: pd.DataFrame, bits: int = 2) -> pd.DataFrame:

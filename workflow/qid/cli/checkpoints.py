@@ -177,10 +177,10 @@ def add_bitnet(sub: Subparsers) -> None:
 def cmd_bitnet(args) -> None:
     import pandas as pd
 
-    from qid.bitnet import compare, to_markdown
+    from qid.bitnet import compare, read_evals, to_markdown
     from qid.data import read_table
 
-    evals = [json.loads(Path(p).read_text()) for p in args.evals]
+    evals = read_evals(args.evals)
     table = read_table(args.table, "--table") if args.table else pd.DataFrame()
     frame = compare(evals, table, bits=args.bits)
     text = to_markdown(frame)
