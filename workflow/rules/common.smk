@@ -1,4 +1,4 @@
-# Validation and input functions shared by the stages.
+# Validation, constants and what several stages share (the stage files hold rules only).
 import sys
 
 from qid import grid
