@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from qid import QidError
+from qid.laws.compare import compare_forms
 from qid.laws.equations import LAWS
 from qid.laws.exclude import drop_collapsed, drop_flagged, fittable
 from qid.laws.fit import fit_law, fit_loss16
@@ -109,7 +110,8 @@ def fit_all(
     """Eq. (5)-(8) on one method and eval set; with several bit widths also Eq. (8) per bit
     width ("by_bits"); Eq. (8) per method at the bit widths several methods share, on the same
     eval set ("by_method", Fig. 9) and without each suite ("suite_transfer", Fig. 10); Eq. (3)
-    on the 16-bit losses ("loss16") where the table has them; held-out errors ("validation")
+    on the 16-bit losses ("loss16") where the table has them; the rival forms side by side
+    ("compare", laws.compare); held-out errors ("validation")
     when asked. meta.range is the unified fit's domain.
     Rows whose checkpoint is flagged (column `flag`, qid.integrity) or whose loss collapsed
     (column `status`, qid.aggregate; "excluded" has "collapsed" where the table has `status`)
@@ -142,6 +144,8 @@ def fit_all(
             fits["loss16"] = fit_loss16(table, confidence)
         except QidError as err:
             fits["loss16"] = {"skipped": str(err)}
+    # Rival forms (Eq. 8, Kumar et al.'s exponential, the lr covariate) on the same rows.
+    fits["compare"] = compare_forms(table, confidence, weighted, loss)
     if validation:
         fits["validation"] = validate(table, weighted=weighted, loss=loss)
     fits["meta"] = {

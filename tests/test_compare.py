@@ -1,0 +1,102 @@
+"""Rival law forms fitted side by side (issue 13, item 1): fits.json["compare"]."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from qid.laws import FORMS, compare_forms, fit_all
+from qid.laws.forms import qid, tokens_for
+
+# Parameters of each generating form, in the range of the paper's fits (small models).
+TRUE = {
+    "power": {"k": 0.05, "alpha": 0.3, "beta": 0.6, "gamma": 4.0},
+    "exponential": {"C": 0.5, "gN": 0.3, "gD": 0.6, "inv_gP": 1.2},
+    "lr": {"k": 0.05, "alpha": 0.3, "beta": 0.6, "gamma": 4.0, "delta": 1.5},
+}
+STEPS = np.arange(1, 9)
+
+
+def cosine(step: np.ndarray, peak: float = 1e-3) -> np.ndarray:
+    """A cosine schedule to 10% of the peak over the grid's steps (no warmup)."""
+    return peak * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (step - 1) / (STEPS[-1] - 1))))
+
+
+def synthetic(form: str, noise: float = 0.05, seed: int = 0, lr: bool = True) -> pd.DataFrame:
+    """Cells generated from `form`: bits 2..8, 3 sizes x 8 steps, log-normal noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in (1e6, 1e7, 1e8):
+        for step in STEPS:
+            d = step * 2.5e7
+            rate = cosine(step)
+            for b in range(2, 9):
+                q = qid(FORMS[form], TRUE[form], n, d, b, rate / 1e-3)
+                row = {"n_params": n, "tokens": d, "bits": b, "method": "m", "eval_set": "e"}
+                rows.append({**row, "lr": rate, "qid": q * np.exp(rng.normal(0, noise))})
+    table = pd.DataFrame(rows)
+    return table if lr else table.drop(columns="lr")
+
+
+@pytest.mark.parametrize("form", ["power", "exponential", "lr"])
+def test_fit_all_names_the_generating_form_best(form):
+    compare = fit_all(synthetic(form))["compare"]
+    assert compare["best"] == form
+    fit = compare[form]
+    for name, value in TRUE[form].items():
+        p = fit["params"][name]
+        assert p["ci_low"] < value < p["ci_high"], (name, p)
+
+
+def test_power_beats_its_nested_rival_on_most_noise_draws():
+    """lr with delta = 0 is Eq. (8): on power-law data the extra parameter only fits noise, so
+    power has the lower held-out error on most draws, and is always among the comparable forms
+    and the simplest of them."""
+    compares = [compare_forms(synthetic("power", seed=seed)) for seed in range(10)]
+    assert sum(c["best"] == "power" for c in compares) >= 8
+    assert all(c["simplest"] == "power" for c in compares)
+
+
+@pytest.mark.parametrize("form", ["power", "exponential"])
+def test_without_lr_the_lr_form_is_skipped_and_the_best_still_found(form):
+    compare = fit_all(synthetic(form, lr=False))["compare"]
+    assert set(compare["lr"]) == {"skipped"}
+    assert "no column lr" in compare["lr"]["skipped"]
+    assert compare["best"] == form
+    assert compare["power"]["n_points"] == compare["exponential"]["n_points"] == compare["rows"]
+
+
+def test_each_form_has_held_out_errors_aic_and_bic_on_the_same_rows():
+    compare = compare_forms(synthetic("power"))
+    for form in FORMS:
+        fit = compare[form]
+        assert fit["n_points"] == compare["rows"] == 3 * 8 * 7
+        assert np.isfinite(fit["aic"]) and np.isfinite(fit["bic"])
+        families = {f["family"] for f in fit["held_out"]["folds"]}
+        assert families == {"size", "steps", "bits"}
+        assert len(fit["held_out"]["folds"]) == 3 + 1 + 7
+    # lr nests power (delta = 0): more parameters, never a worse in-sample fit, a BIC penalty.
+    assert compare["lr"]["aic"] <= compare["power"]["aic"] + 2
+    assert compare["best"] in compare["comparable"]
+
+
+def test_two_bit_widths_get_no_bit_width_fold_and_gp_interval_inverts():
+    table = synthetic("exponential")
+    compare = compare_forms(table[table.bits.isin([3, 4])])
+    assert {f["family"] for f in compare["power"]["held_out"]["folds"]} == {"size", "steps"}
+    p = compare_forms(table)["exponential"]["params"]
+    assert p["gP"]["value"] == pytest.approx(1 / p["inv_gP"]["value"])
+    assert p["gP"]["ci_low"] == pytest.approx(1 / p["inv_gP"]["ci_high"])
+
+
+def test_lr_partly_known_is_skipped_with_the_count():
+    table = synthetic("lr")
+    table.loc[table.index[:5], "lr"] = np.nan
+    assert "known for 163 of 168 rows" in compare_forms(table)["lr"]["skipped"]
+
+
+@pytest.mark.parametrize("form", ["power", "exponential", "lr"])
+def test_tokens_for_inverts_qid(form):
+    d = tokens_for(FORMS[form], TRUE[form], 0.3, 7e9, 3)
+    assert qid(FORMS[form], TRUE[form], 7e9, d, 3) == pytest.approx(0.3)
