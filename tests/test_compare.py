@@ -100,3 +100,13 @@ def test_lr_partly_known_is_skipped_with_the_count():
 def test_tokens_for_inverts_qid(form):
     d = tokens_for(FORMS[form], TRUE[form], 0.3, 7e9, 3)
     assert qid(FORMS[form], TRUE[form], 7e9, d, 3) == pytest.approx(0.3)
+
+
+def test_the_summary_tables_every_form_and_names_the_best():
+    from qid.report import summary
+
+    text = summary(fit_all(synthetic("exponential", lr=False)))
+    section = text[text.index("## Rival forms") :]
+    assert "Best (lowest held-out error): **exponential**" in section
+    assert "| lr | not fitted: the table has no column lr" in section
+    assert "| power | k·D^β / (N^α·P^γ) (Eq. 8) |" in section

@@ -111,6 +111,43 @@ def _collapsed(collapsed: list[dict]) -> list[str]:
     return lines
 
 
+def _compare(compare: dict) -> list[str]:
+    """The rival forms side by side (fits["compare"], laws.compare)."""
+    from qid.laws.forms import FORMS
+
+    lines = [
+        "",
+        "## Rival forms side by side (same rows)",
+        "",
+        f"{compare.get('rows')} cells. Held-out error: {compare.get('error')}; per family: "
+        "each size left out, the last steps left out, each bit width left out (with >= 3).",
+        "",
+        "| form | equation | parameters [95% CI] | held-out: all | size | steps | bits "
+        "| AIC | BIC |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in FORMS:
+        fit = compare.get(name, {})
+        if "params" not in fit:
+            lines.append(f"| {name} | not fitted: {fit.get('skipped', 'absent')} | | | | | | | |")
+            continue
+        params = "; ".join(f"{k} {_g(p['value'])} {_ci(p)}" for k, p in fit["params"].items())
+        held = fit["held_out"]
+        family = (_g(held["by_family"].get(f)) for f in ("size", "steps", "bits"))
+        lines.append(
+            f"| {name} | {fit['equation']} | {params} | {_g(held['rmse_log'])} | "
+            + " | ".join(family)
+            + f" | {_g(fit['aic'])} | {_g(fit['bic'])} |"
+        )
+    lines += [
+        "",
+        f"Best (lowest held-out error): **{compare.get('best')}**. Comparable "
+        f"({compare.get('rule')}): {', '.join(compare.get('comparable', [])) or '–'}; "
+        f"the simplest of them: {compare.get('simplest')}.",
+    ]
+    return lines
+
+
 def summary(fits: dict) -> str:
     meta = fits.get("meta", {})
     weighting = "weighted by qid/qid_se" if meta.get("weighted") else "unweighted"
@@ -183,6 +220,8 @@ def summary(fits: dict) -> str:
                 f"| {fold['held_out']} | {fold.get('n_test', 0)} | {_g(fold.get('rmse_log'))} | "
                 f"{_g(fold.get('mae_nats'))} | {note or ''} |"
             )
+    if "compare" in fits:
+        out += _compare(fits["compare"])
     out += _flagged(fits.get("excluded", {}).get("flagged", []))
     out += _collapsed(fits.get("excluded", {}).get("collapsed", []))
     out += ["", "## Table 1 check: the published law against the paper's printed 2-bit column", ""]

@@ -22,7 +22,7 @@ from qid.laws.fit import _param, _r2, fitted_range, log_weights, usable
 from qid.laws.forms import FORMS, Form, covariate, log_qid, values
 from qid.laws.minimize import minimize
 
-ERROR = "RMSE of log QiD on held-out rows (root mean over folds of each fold's RMSE)"
+ERROR = "RMSE of log QiD on held-out rows (root mean square over folds of each fold's RMSE)"
 RULE = "held-out MSE within one standard error (over folds) of the best form's"
 RUN_KEYS = ("suite", "size", "schedule")  # what tells one training run from another
 
