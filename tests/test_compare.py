@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.text import Text
 
 from qid.laws import FORMS, compare_forms, fit_all
 from qid.laws.forms import qid, tokens_for
@@ -110,3 +111,35 @@ def test_the_summary_tables_every_form_and_names_the_best():
     assert "Best (lowest held-out error): **exponential**" in section
     assert "| lr | not fitted: the table has no column lr" in section
     assert "| power | k·D^β / (N^α·P^γ) (Eq. 8) |" in section
+
+
+def test_the_figure_draws_every_fitted_form_and_names_the_skipped():
+    from qid import figures
+
+    table = synthetic("power", lr=False)
+    fig = figures.load("forms_compare")(table, fit_all(table))
+    text = " ".join(t.get_text() for t in fig.findobj(Text))
+    assert "best power" in text and "lr: the table has no column lr" in text
+    assert "power\n(best)" in text and "exponential" in text
+    stale = figures.load("forms_compare")(table, {})
+    assert "rerun qid fit" in " ".join(t.get_text() for t in stale.findobj(Text))
+
+
+def test_the_caption_renders_as_restructured_text():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import yaml
+    from docutils.core import publish_parts
+    from jinja2 import Environment
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    template = (root / "workflow" / "report" / "forms_compare.rst").read_text()
+    text = (
+        Environment(trim_blocks=True)
+        .from_string(template)
+        .render(snakemake=SimpleNamespace(config=config))
+    )
+    assert config["fit"]["method"] in text and "{" not in text
+    publish_parts(text, writer="html", settings_overrides={"halt_level": 2})

@@ -344,6 +344,7 @@ def test_figures_module_registers_the_paper_figures():
         "fig11_qid_surface",
         "fig12_weight_change",
         "fig14_bitnet",
+        "forms_compare",
     ]
     for name in FIGURES:
         assert (ROOT / "workflow" / "report" / f"{name}.rst").exists(), name

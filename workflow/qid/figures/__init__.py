@@ -43,9 +43,11 @@ _FIGURES = [
         "fig12_weight_change", "dynamics:fig12_weight_change", ("weight_changes", "weight_samples")
     ),
     Figure("fig14_bitnet", "dynamics:fig14_bitnet", ("train",)),
+    # Beyond the paper (issue 13): the rival law forms side by side.
+    Figure("forms_compare", "forms:forms_compare"),
 ]
 
-# Every figure by name, in the paper's order.
+# Every figure by name, in the paper's order, then the figures beyond the paper.
 FIGURES: dict[str, Figure] = {f.name: f for f in _FIGURES}
 
 # Figures drawn from other tables than the QiD table: figure -> its `qid figures --data` keys.
