@@ -8,7 +8,7 @@ import pytest
 from matplotlib.text import Text
 
 from qid.laws import FORMS, compare_forms, fit_all
-from qid.laws.forms import qid, tokens_for
+from qid.laws.forms import qid, tokens_for, values
 
 # Parameters of each generating form, in the range of the paper's fits (small models).
 TRUE = {
@@ -143,3 +143,21 @@ def test_the_caption_renders_as_restructured_text():
     )
     assert config["fit"]["method"] in text and "{" not in text
     publish_parts(text, writer="html", settings_overrides={"halt_level": 2})
+
+
+def test_table1_brackets_the_spread_across_the_comparable_forms():
+    from qid.table1 import table1, to_markdown
+
+    fits = fit_all(synthetic("lr"))
+    fits["compare"]["comparable"] = ["power", "exponential", "lr"]
+    frame = table1(fits)
+    row = frame[(frame.model == "7B") & (frame.qid == 0.3) & (frame.bits == 3)].iloc[0]
+    each = [
+        tokens_for(FORMS[f], values(fits["compare"][f]), 0.3, 7e9, 3) / 1e12
+        for f in ("power", "exponential", "lr")
+    ]
+    assert row.forms_low_t == pytest.approx(min(each))
+    assert row.forms_high_t == pytest.approx(max(each))
+    assert "Brackets: the spread across the forms" in to_markdown(frame)
+    published = table1(None)
+    assert published.forms.eq("").all() and "Brackets" not in to_markdown(published)

@@ -10,6 +10,11 @@ while the rounded published exponents give 1.904 and 0.4306, so the table was pr
 computed from unrounded fit parameters. The paper's 3- and 4-bit columns come from laws fitted
 to one bit width at a time (facts.md), which it does not publish: `by_bits=True` reproduces
 that approach from a fits.json with "by_bits" fits.
+
+Beside each entry, where the fits compare rival forms (fits["compare"], laws.compare), the
+spread of D across the forms that fit comparably (held-out error within one standard error of
+the best's), each fitted to every bit width, the lr form for a fully decayed run: columns
+`forms_low_t`, `forms_high_t`, `forms`. Far beyond the data is where the forms disagree.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import pandas as pd
 
 from qid import QidError
 from qid.laws import draws_law, interval, outside, parameter_draws, unified_from_fit
+from qid.laws.compare import comparable_laws
+from qid.laws.forms import tokens_for
 from qid.laws.paper import BITS, LEVELS, PUBLISHED_FIT, SIZES
 
 TRILLION = 1e12
@@ -49,6 +56,7 @@ def table1(
     """Long table: one row per (model, level, bits) with tokens (trillions) and, where the fit
     has draws (bootstrap, else its covariance), a percentile interval."""
     rows = []
+    forms = comparable_laws((fits or {}).get("compare"))
     for p in bits:
         fit, source = law_for(fits, p, by_bits)
         law = unified_from_fit(fit)
@@ -62,6 +70,7 @@ def table1(
                     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
                         spread = np.ravel(draws_law(draws).tokens_for(q, n, p))
                     low, high = (float(v) for v in interval(spread))
+                across = [float(tokens_for(f, v, q, n, p)) for f, v in forms.values()]
                 rows.append(
                     {
                         "model": model,
@@ -74,6 +83,9 @@ def table1(
                         "ci": ci,
                         "law": source,
                         "extrapolated": ",".join(outside(fit, n_params=n, tokens=tokens, bits=p)),
+                        "forms_low_t": min(across, default=np.nan) / TRILLION,
+                        "forms_high_t": max(across, default=np.nan) / TRILLION,
+                        "forms": ",".join(forms),
                     }
                 )
     return pd.DataFrame(rows)
@@ -83,6 +95,8 @@ def _cell(row) -> str:
     text = f"{row.tokens_t:.4f}"
     if np.isfinite(row.low_t):
         text += f" ({row.low_t:.4g}–{row.high_t:.4g})"
+    if np.isfinite(row.forms_low_t):
+        text += f" [{row.forms_low_t:.4g}–{row.forms_high_t:.4g}]"
     return text + ("*" if row.extrapolated else "")
 
 
@@ -104,6 +118,13 @@ def to_markdown(frame: pd.DataFrame, title: str = "") -> str:
     ]
     if frame.ci.ne("none").any():
         notes.append(f"Parentheses: percentile interval ({frame.ci.iloc[0]}).")
+    if frame.forms.ne("").any():
+        names = frame.forms.iloc[0].replace(",", ", ")
+        notes.append(
+            f"Brackets: the spread across the forms that fit comparably ({names};"
+            " held-out error within one standard error of the best's), each fitted to every bit"
+            " width, the lr form for a fully decayed run."
+        )
     if frame.extrapolated.ne("").any():
         notes.append("*: outside the range of N, D or P the law was fitted on (extrapolated).")
     return "\n".join(([f"**{title}**", ""] if title else []) + lines + [""] + notes) + "\n"

@@ -198,3 +198,15 @@ def compare_forms(
         "error": ERROR,
         "rule": RULE,
     }
+
+
+def comparable_laws(compare: dict | None) -> dict[str, tuple[Form, dict[str, float]]]:
+    """{form: (Form, parameter values)} of the comparable forms, for projections (Table 1,
+    Fig. 1); {} for fits without a comparison. The lr form projects a fully decayed run."""
+    if not compare:
+        return {}
+    return {
+        name: (FORMS[name], values(compare[name]))
+        for name in compare.get("comparable", [])
+        if "params" in compare.get(name, {})
+    }
