@@ -161,3 +161,22 @@ def test_table1_brackets_the_spread_across_the_comparable_forms():
     assert "Brackets: the spread across the forms" in to_markdown(frame)
     published = table1(None)
     assert published.forms.eq("").all() and "Brackets" not in to_markdown(published)
+
+
+def test_fig1_from_fits_draws_a_band_across_the_comparable_forms():
+    from dataclasses import asdict
+
+    from qid.figures.projection import fig1_projection
+    from qid.laws.paper import PUBLISHED_LOSS16
+
+    fits = fit_all(synthetic("lr"))
+    fits["loss16"] = {"params": {k: {"value": v} for k, v in asdict(PUBLISHED_LOSS16).items()}}
+
+    def bands(compare: dict) -> list:
+        fig = fig1_projection(pd.DataFrame(), {**fits, "compare": compare}, source="fits")
+        return [c for ax in fig.axes for c in ax.collections if c.get_gid() == "forms-spread"]
+
+    assert len(bands({**fits["compare"], "comparable": ["power", "lr"]})) == 3 * 3
+    assert bands({**fits["compare"], "comparable": ["lr"]}) == []  # one form: no spread
+    published = fig1_projection(pd.DataFrame(), fits)
+    assert not [c for ax in published.axes for c in ax.collections if c.get_gid() == "forms-spread"]

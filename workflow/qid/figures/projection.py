@@ -16,6 +16,8 @@ from qid.laws import (
     loss16_from_fit,
     unified_from_fit,
 )
+from qid.laws.compare import comparable_laws
+from qid.laws.forms import qid as form_qid
 from qid.laws.paper import FIG1_BITS, FIG1_MODELS, FIG1_TOKENS, LLAMA3_VOCAB
 
 
@@ -50,7 +52,9 @@ def fig1_projection(
     tokens: tuple[float, float] = FIG1_TOKENS,
 ) -> plt.Figure:
     """Predicted loss of quantized 7B/70B/405B models up to 1e14 training tokens:
-    Loss_q = Loss_16 (Eq. 3) + QiD (Eq. 8); gray where it is worse than uniform guessing."""
+    Loss_q = Loss_16 (Eq. 3) + QiD (Eq. 8); gray where it is worse than uniform guessing.
+    With source "fits" and at least two comparable rival forms (fits["compare"]), a band per
+    bit width spans their predictions: extrapolation is where the forms disagree."""
     by_bits, loss_law, label = projection_laws(fits, source)
     unified = PUBLISHED if source == "published" else unified_from_fit(fits["unified"])
     models = models or FIG1_MODELS
@@ -62,6 +66,7 @@ def fig1_projection(
     )
     axes = np.atleast_1d(axes)
     curves = {}
+    forms = comparable_laws(fits.get("compare")) if source == "fits" else {}
     for ax, (name, n) in zip(axes, models.items(), strict=True):
         loss16 = loss_law.loss(n, xs)
         ax.plot(xs, loss16, color="k", ls="--", lw=1, label="16-bit")
@@ -69,6 +74,12 @@ def fig1_projection(
             law = by_bits.get(float(b), unified)
             curves[name, b] = loss16 + law.qid(n, xs, b)
             ax.plot(xs, curves[name, b], color=colors[b], lw=1.6, label=f"{b}-bit")
+            if len(forms) >= 2:  # the lr form for a fully decayed run (lr = 0)
+                each = [loss16 + form_qid(f, v, n, xs, b) for f, v in forms.values()]
+                band = f"{b}-bit, comparable forms ({', '.join(forms)})"
+                ax.fill_between(
+                    xs, np.min(each, 0), np.max(each, 0), color=colors[b], alpha=0.2, lw=0
+                ).set(label=band, gid="forms-spread")
         ax.set(xscale="log", yscale="log", title=f"{name} parameters")
         ax.set_xlabel("training tokens D")
         if source == "published":  # where the laws' data ends: beyond it they extrapolate
