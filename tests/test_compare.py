@@ -180,3 +180,36 @@ def test_fig1_from_fits_draws_a_band_across_the_comparable_forms():
     assert bands({**fits["compare"], "comparable": ["lr"]}) == []  # one form: no spread
     published = fig1_projection(pd.DataFrame(), fits)
     assert not [c for ax in published.axes for c in ax.collections if c.get_gid() == "forms-spread"]
+
+
+def test_qid_fit_writes_the_comparison_and_names_the_generating_form(tmp_path):
+    import json
+
+    from qid.cli import main
+
+    synthetic("exponential").to_parquet(tmp_path / "t.parquet")
+    main(["fit", "--table", str(tmp_path / "t.parquet"), "--out", str(tmp_path / "fits.json")])
+    compare = json.loads((tmp_path / "fits.json").read_text())["compare"]
+    assert compare["best"] == "exponential" and compare["lr"]["held_out"]["rmse_log"] > 0
+
+
+def test_a_table_with_one_size_and_one_width_is_compared_without_error():
+    table = synthetic("power")
+    one = table[(table.n_params == 1e7) & (table.bits == 4)]
+    compare = compare_forms(one)
+    assert compare["power"]["fixed"] == {"alpha": 0.0, "gamma": 0.0}
+    # The only size left out leaves nothing to fit: that fold says so, the steps fold scores.
+    folds = compare["power"]["held_out"]["folds"]
+    assert folds[0]["skipped"].startswith("0 rows for") and folds[1]["rmse_log"] > 0
+    assert compare["best"] in FORMS
+
+
+def test_lr_is_relative_to_the_peak_of_each_run():
+    from qid.laws.compare import lr_relative
+
+    table = pd.DataFrame(
+        {"size": ["a", "a", "b", "b"], "n_params": 1.0, "lr": [2.0, 1.0, 4.0, 1.0]}
+    )
+    assert lr_relative(table).tolist() == [1.0, 0.5, 1.0, 0.25]
+    table["schedule"] = [None, None, "wsd", "wsd"]  # a run without a schedule name is a run
+    assert lr_relative(table).tolist() == [1.0, 0.5, 1.0, 0.25]

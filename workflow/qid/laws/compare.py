@@ -32,7 +32,7 @@ def lr_relative(table: pd.DataFrame) -> pd.Series:
     where the table has them, else its N): 1 at the peak, 0 where the schedule decayed to 0."""
     keys = [c for c in RUN_KEYS if c in table.columns] or ["n_params"]
     lr = pd.to_numeric(table["lr"], errors="coerce")
-    peak = lr.groupby([table[k] for k in keys]).transform("max")
+    peak = lr.groupby([table[k] for k in keys], dropna=False).transform("max")
     return lr / peak
 
 
