@@ -213,3 +213,12 @@ def test_lr_is_relative_to_the_peak_of_each_run():
     assert lr_relative(table).tolist() == [1.0, 0.5, 1.0, 0.25]
     table["schedule"] = [None, None, "wsd", "wsd"]  # a run without a schedule name is a run
     assert lr_relative(table).tolist() == [1.0, 0.5, 1.0, 0.25]
+
+
+def test_on_lr_data_eq8_absorbs_the_schedule_into_beta():
+    """The confound the lr form exists for: where lr decays as D grows (cosine), Eq. (8) on
+    lr-driven data overstates beta; the lr form recovers it."""
+    compare = compare_forms(synthetic("lr"))
+    power, lr = compare["power"]["params"]["beta"], compare["lr"]["params"]["beta"]
+    assert power["ci_low"] > TRUE["lr"]["beta"] + 0.2
+    assert lr["ci_low"] < TRUE["lr"]["beta"] < lr["ci_high"]
