@@ -72,7 +72,11 @@ def test_the_study_produces_table_fits_and_figures(study):
     assert set(fits["unified"]["params"]) == {"k", "alpha", "beta", "gamma"}
     assert set(fits["unified"]["params"]["beta"]) == {"value", "stderr", "ci_low", "ci_high"}
     assert fits["unified"]["bootstrap"]["n"] == 1000 and "validation" in fits
-    assert "this study beside the paper" in (study / "results" / "summary.md").read_text()
+    # The rival forms (laws.compare): lr is skipped until trained suites record their lr.
+    assert {"power", "exponential", "lr", "best", "comparable"} <= set(fits["compare"])
+    assert fits["compare"]["best"] in ("power", "exponential", "lr")
+    summary = (study / "results" / "summary.md").read_text()
+    assert "this study beside the paper" in summary and "Rival forms side by side" in summary
     table1 = pd.read_csv(study / "results" / "table1_published.csv")
     assert len(table1) == 4 * 4 * 3  # models x QiD levels x bit widths
     for name in ("fig2_qid_vs_tokens", "fig6_unified_law"):
@@ -109,6 +113,7 @@ def test_the_report_holds_the_figures(study):
     html = (study / "results" / "report.html").read_text(errors="replace")
     assert "fig6_unified_law" in html and "Eq. (8)" in html
     assert "fig12_weight_change" in html and "fig14_bitnet" in html and "bitnet.csv" in html
+    assert "forms_compare" in html
 
 
 # Rules that read no evaluation: a change to the evaluation settings must not rerun them.
