@@ -204,15 +204,21 @@ def test_a_table_with_one_size_and_one_width_is_compared_without_error():
     assert compare["best"] in FORMS
 
 
-def test_lr_is_relative_to_the_peak_of_each_run():
+def test_lr_is_relative_to_the_peak_of_each_run_so_far():
     from qid.laws.compare import lr_relative
 
     table = pd.DataFrame(
-        {"size": ["a", "a", "b", "b"], "n_params": 1.0, "lr": [2.0, 1.0, 4.0, 1.0]}
+        {
+            "size": ["a", "a", "b", "b", "b"],
+            "n_params": 1.0,
+            "tokens": [2.0, 1.0, 3.0, 1.0, 2.0],
+            "lr": [1.0, 2.0, 1.0, 2.0, 4.0],  # b warms up (2 -> 4), then decays
+        },
+        index=[10, 11, 12, 13, 14],
     )
-    assert lr_relative(table).tolist() == [1.0, 0.5, 1.0, 0.25]
-    table["schedule"] = [None, None, "wsd", "wsd"]  # a run without a schedule name is a run
-    assert lr_relative(table).tolist() == [1.0, 0.5, 1.0, 0.25]
+    assert lr_relative(table).tolist() == [0.5, 1.0, 0.25, 1.0, 1.0]
+    table["schedule"] = [None, None, "wsd", "wsd", "wsd"]  # a run without a schedule name is a run
+    assert lr_relative(table).tolist() == [0.5, 1.0, 0.25, 1.0, 1.0]
 
 
 def test_on_lr_data_eq8_absorbs_the_schedule_into_beta():

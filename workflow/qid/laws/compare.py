@@ -29,11 +29,14 @@ RUN_KEYS = ("suite", "size", "schedule")  # what tells one training run from ano
 
 def lr_relative(table: pd.DataFrame) -> pd.Series:
     """lr / lr_max, lr_max the highest lr of the checkpoint's own run (suite, size, schedule
-    where the table has them, else its N): 1 at the peak, 0 where the schedule decayed to 0."""
+    where the table has them, else its N) up to that checkpoint: 1 during warmup and at the
+    peak, below 1 only once the schedule decays (the decay is what Catalan-Tatjer et al. tie
+    to QiD, not the warmup), 0 where it decayed to 0."""
     keys = [c for c in RUN_KEYS if c in table.columns] or ["n_params"]
-    lr = pd.to_numeric(table["lr"], errors="coerce")
-    peak = lr.groupby([table[k] for k in keys], dropna=False).transform("max")
-    return lr / peak
+    frame = table[keys + ["tokens"]].assign(lr=pd.to_numeric(table["lr"], errors="coerce"))
+    frame = frame.reset_index(drop=True).sort_values("tokens", kind="stable")
+    peak = frame.groupby(keys, dropna=False)["lr"].cummax().sort_index()
+    return pd.Series((frame["lr"].sort_index() / peak).to_numpy(), index=table.index)
 
 
 def _inverted(p: dict) -> dict:
