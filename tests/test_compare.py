@@ -228,3 +228,16 @@ def test_on_lr_data_eq8_absorbs_the_schedule_into_beta():
     power, lr = compare["power"]["params"]["beta"], compare["lr"]["params"]["beta"]
     assert power["ci_low"] > TRUE["lr"]["beta"] + 0.2
     assert lr["ci_low"] < TRUE["lr"]["beta"] < lr["ci_high"]
+
+
+def test_simplest_counts_free_parameters_and_breaks_ties_by_held_out_error():
+    from qid.laws.compare import simplest
+
+    def fit(mse: float) -> dict:
+        return {"fixed": {}, "held_out": {"mse": mse}}
+
+    fits = {"power": fit(0.2), "exponential": fit(0.1), "lr": fit(0.05)}
+    # exponential reports gP beside inv_gP, but has 4 free parameters, as power has.
+    assert simplest(fits, ["power", "exponential", "lr"]) == "exponential"
+    assert simplest(fits, ["power", "lr"]) == "power"
+    assert simplest(fits, []) is None

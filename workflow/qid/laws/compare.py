@@ -161,6 +161,14 @@ def _lr_skipped(table: pd.DataFrame, data: pd.DataFrame) -> str | None:
     return None
 
 
+def simplest(fits: dict, comparable: list[str]) -> str | None:
+    """The comparable form with the fewest free parameters (ties: the lower held-out error).
+    A nested form (lr with delta ~ 0 is Eq. 8) can edge out the form that generated the data
+    by noise alone; reported values (gP beside inv_gP) are not free parameters."""
+    free = {n: len(FORMS[n].terms) - len(fits[n]["fixed"]) + 1 for n in comparable}
+    return min(comparable, key=lambda n: (free[n], fits[n]["held_out"]["mse"]), default=None)
+
+
 def compare_forms(
     table: pd.DataFrame,
     confidence: float = 0.95,
@@ -189,14 +197,11 @@ def compare_forms(
     best = min(scored, key=lambda n: scored[n]["mse"]) if scored else None
     margin = (scored[best]["mse_se"] or 0.0) if best else 0.0
     comparable = [n for n in scored if scored[n]["mse"] <= scored[best]["mse"] + margin]
-    # The fewest free parameters among the comparable: a nested form (lr with delta ~ 0 is
-    # Eq. 8) can edge out the form that generated the data by noise alone.
-    simplest = min(comparable, key=lambda n: len(out[n]["params"]), default=None)
     return {
         **out,
         "best": best,
         "comparable": comparable,
-        "simplest": simplest,
+        "simplest": simplest(out, comparable),
         "rows": len(data),
         "error": ERROR,
         "rule": RULE,
