@@ -8,7 +8,8 @@
   run's peak so far (1 during warmup: only the decay counts). Catalan-Tatjer et al. 2025
   (arXiv 2510.06213) find QiD rises as the learning rate decays; with delta > 0 QiD is higher
   where lr has decayed. An exponential in lr / lr_max (not a power of lr) stays finite where a
-  schedule decays to 0, and delta = 0 is Eq. (8), so the comparison with `power` is nested. Projections assume a fully decayed run (lr = 0, factor 1).
+  schedule decays to 0, and delta = 0 is Eq. (8), so the comparison with `power` is nested.
+  Projections assume a fully decayed run (lr = 0, factor 1).
 
 Every form is linear in log space: log qid = log coef + sum(sign * param * covariate), where a
 covariate is log(column) or the column itself.
