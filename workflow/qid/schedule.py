@@ -83,3 +83,34 @@ def schedule_meta(step: int, spec: dict, total: int, peak: float | None = None) 
         "lr": training_lr(step, spec, total),
         "decay_step": decay_start(name, spec["warmup_steps"], total, spec.get("decay_fraction")),
     }
+
+
+def schedule_problem(config: dict) -> str | None:
+    """What is wrong with a suite's schedule, naming the config key, or None: a WSD decay that
+    would start inside warmup, decay_fraction without WSD, a published schedule (`lr_schedule`)
+    on a trained suite or without a peak rate for every size."""
+    for suite, spec in config["suites"].items():
+        trained, published = spec.get("training"), spec.get("lr_schedule")
+        if published and spec["source"] == "train":
+            return (
+                f"config key 'suites.{suite}.lr_schedule' is for hub/local suites "
+                "(a trained suite's is `training.schedule`)"
+            )
+        schedule = trained or published
+        if schedule is None:
+            continue
+        key = f"suites.{suite}.{'training' if trained else 'lr_schedule'}"
+        name, fraction = schedule.get("schedule", "cosine"), schedule.get("decay_fraction")
+        if (name == "wsd") != (fraction is not None):
+            return f"config key '{key}.decay_fraction' goes with schedule wsd only (here {name})"
+        total = schedule.get("total_steps", spec["steps"][-1])
+        if name == "wsd" and decay_start(name, 0, total, fraction) <= schedule["warmup_steps"]:
+            return (
+                f"config key '{key}.decay_fraction' ({fraction}): the decay would start inside "
+                f"the {schedule['warmup_steps']} warmup steps"
+            )
+        if published and any(
+            spec["sizes"][size].get("lr", published.get("lr")) is None for size in spec["sizes"]
+        ):
+            return f"config key '{key}.lr' (or sizes.<size>.lr for every size) is required"
+    return None
