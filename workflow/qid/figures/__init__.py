@@ -43,9 +43,10 @@ _FIGURES = [
         "fig12_weight_change", "dynamics:fig12_weight_change", ("weight_changes", "weight_samples")
     ),
     Figure("fig14_bitnet", "dynamics:fig14_bitnet", ("train",)),
+    Figure("lr_schedule", "schedule:lr_schedule"),  # beyond the paper: issue 13
 ]
 
-# Every figure by name, in the paper's order.
+# Every figure by name, in the paper's order (then those beyond it).
 FIGURES: dict[str, Figure] = {f.name: f for f in _FIGURES}
 
 # Figures drawn from other tables than the QiD table: figure -> its `qid figures --data` keys.
