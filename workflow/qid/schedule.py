@@ -91,7 +91,7 @@ def schedule_problem(config: dict) -> str | None:
     on a trained suite or without a peak rate for every size."""
     for suite, spec in config["suites"].items():
         trained, published = spec.get("training"), spec.get("lr_schedule")
-        if published and spec["source"] == "train":
+        if published is not None and spec["source"] == "train":
             return (
                 f"config key 'suites.{suite}.lr_schedule' is for hub/local suites "
                 "(a trained suite's is `training.schedule`)"
