@@ -233,3 +233,21 @@ def test_the_figure_marks_each_schedules_decay_onset_and_needs_two_schedules():
     fig = draw(one.drop(columns=["lr", "schedule", "decay_step"]), fits)  # an older table
     assert "holds none" in " ".join(" ".join(t.get_text() for t in fig.axes[0].texts).split())
     plt.close(fig)
+
+
+def test_the_rate_in_a_checkpoints_meta_reaches_its_eval_record(tiny_checkpoint, tmp_path):
+    import shutil
+
+    from conftest import TEXTS
+
+    from qid.evaluate import run
+
+    checkpoint = tmp_path / "step10"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    meta = json.loads((checkpoint / "qid_checkpoint.json").read_text())
+    known = {"lr": 7.5e-4, "schedule": "wsd", "decay_step": 9}
+    (checkpoint / "qid_checkpoint.json").write_text(json.dumps({**meta, **known}))
+    texts = tmp_path / "sotu.parquet"
+    pd.DataFrame({"text_id": range(4), "text": TEXTS[:4]}).to_parquet(texts)
+    (record,) = run(checkpoint, [texts], [tmp_path / "base.json"], context=32, batch_tokens=256)
+    assert {k: record[k] for k in known} == known
