@@ -251,3 +251,17 @@ def test_the_rate_in_a_checkpoints_meta_reaches_its_eval_record(tiny_checkpoint,
     pd.DataFrame({"text_id": range(4), "text": TEXTS[:4]}).to_parquet(texts)
     (record,) = run(checkpoint, [texts], [tmp_path / "base.json"], context=32, batch_tokens=256)
     assert {k: record[k] for k in known} == known
+
+
+def test_qid_at_matched_tokens_pairs_the_schedules_with_their_errors():
+    from qid.schedule import matched_tokens
+
+    table = _two_schedules()
+    table.loc[table.schedule == "wsd", "qid"] += 0.001  # WSD's QiD above cosine's everywhere
+    table.loc[table.schedule == "wsd", "qid_se"] = 3e-4
+    pairs = matched_tokens(table.drop(index=0), method="rtn", eval_set="sotu")
+    assert len(pairs) == len(table) // 2 - 1  # the cell only cosine has is left out
+    assert pairs["diff"].to_numpy() == pytest.approx(0.001)
+    assert pairs.diff_se.to_numpy() == pytest.approx((1e-4**2 + 3e-4**2) ** 0.5)
+    late = pairs[pairs.step == 240].iloc[0]
+    assert late.lr_cosine == pytest.approx(late.lr_wsd) and late.qid_wsd > late.qid_cosine

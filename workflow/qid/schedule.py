@@ -114,3 +114,26 @@ def schedule_problem(config: dict) -> str | None:
         ):
             return f"config key '{key}.lr' (or sizes.<size>.lr for every size) is required"
     return None
+
+
+def matched_tokens(table, method: str | None = None, eval_set: str | None = None):
+    """QiD at matched D across schedules: a row per (size, bits, step) that every schedule of
+    `table` (the QiD table) has, with each schedule's QiD, its standard error and rate
+    (`qid_<schedule>`, `se_<schedule>`, `lr_<schedule>`); rows of `method` and `eval_set` where
+    given. With two schedules, also `diff` (the second minus the first, alphabetically) and
+    `diff_se` (the two standard errors in quadrature: independent runs)."""
+    rows = table[table.schedule.fillna("") != ""]
+    for column, value in (("method", method), ("eval_set", eval_set)):
+        if value is not None:
+            rows = rows[rows[column] == value]
+    keys = ["size", "n_params", "bits", "step", "tokens"]
+    wide = rows.pivot_table(
+        index=keys, columns="schedule", values=["qid", "qid_se", "lr"], aggfunc="first"
+    ).dropna()
+    wide.columns = [f"{'se' if v == 'qid_se' else v}_{s}" for v, s in wide.columns]
+    names = sorted(rows.schedule.unique())
+    if len(names) == 2:
+        first, second = names
+        wide["diff"] = wide[f"qid_{second}"] - wide[f"qid_{first}"]
+        wide["diff_se"] = (wide[f"se_{first}"] ** 2 + wide[f"se_{second}"] ** 2) ** 0.5
+    return wide.reset_index()
