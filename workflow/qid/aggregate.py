@@ -233,8 +233,8 @@ def _base_and_quantized(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
             records[column] = None
     # A collapsed record writes its non-finite numbers as null (qid.strict_json): NaN here.
     records["loss"] = pd.to_numeric(records["loss"], errors="coerce").astype(float)
-    records = _with_schedule(records)
     records["nll_sum"] = pd.to_numeric(records["nll_sum"], errors="coerce").astype(float)
+    records = _with_schedule(records)
     base = records[records.method == BASE]
     quant = records[records.method != BASE]
     if base.empty or quant.empty:
