@@ -3,7 +3,8 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from qid.checkpoints import batches, lr_at, non_embedding_params
+from qid.checkpoints import batches, non_embedding_params
+from qid.schedule import lr_at
 
 # Pythia's published non-embedding counts (../shared/facts.md) and each size's shape
 # (hidden, layers, heads; MLP 4x hidden; vocabulary 50,304, 50,688 for 12b).

@@ -22,6 +22,7 @@ from qid.figures.dynamics import fig12_weight_change, fig14_bitnet
 from qid.figures.prediction import fig7_loss_prediction
 from qid.figures.projection import LLAMA3_VOCAB, fig1_projection, uniform_loss
 from qid.laws import PUBLISHED, UnifiedLaw, fit_all, fit_law, loss_q, unified_from_fit
+from qid.schedule import lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUE = UnifiedLaw(k=0.02, alpha=0.25, beta=0.5, gamma=5.0)
@@ -132,6 +133,19 @@ def synthetic_train(sizes=(("s", 1e8), ("l", 1e10)), bitnet=("s", "l"), steps=20
     return pd.concat(frames, ignore_index=True)
 
 
+def with_schedules(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as if suite alpha trained under cosine and beta under WSD (qid.schedule)."""
+    wsd = table.suite == "beta"
+    return table.assign(
+        schedule=np.where(wsd, "wsd", "cosine"),
+        decay_step=np.where(wsd, 24000.0, 100.0),
+        lr=[
+            lr_at(step, 1e-3, 100, 32000, 0.1, "wsd" if w else "cosine", 0.25 if w else None)
+            for step, w in zip(table.step, wsd, strict=True)
+        ],
+    )
+
+
 def fitted(table: pd.DataFrame) -> dict:
     return fit_all(table, method="gptq", eval_set="refinedweb")
 
@@ -152,7 +166,7 @@ def fits(table) -> dict:
 
 def test_every_figure_renders_from_table_and_fits(table, fits, tmp_path, monkeypatch):
     table_path, fits_path = tmp_path / "qid.parquet", tmp_path / "fits.json"
-    table.to_parquet(table_path)
+    with_schedules(table).to_parquet(table_path)
     fits_path.write_text(json.dumps(fits))
     texts = {}
     load = figures.load
@@ -209,6 +223,8 @@ def test_placeholders_say_what_is_needed_and_what_the_table_has():
         "checkpoints (qid weights",
         "fig14_bitnet": "Fig. 14 needs the training logs of a BitNet b1.58 model and its "
         "16-bit twin (a bitnet: block in the config); the logs given: none",
+        "lr_schedule": "the schedule figure needs QiD under at least 2 learning-rate schedules "
+        "(training.schedule: config/schedules.yaml); results/qid.parquet holds none",
     }
     for name in FIGURES:
         fig = figures.load(name)(one, fits)
@@ -345,6 +361,7 @@ def test_figures_module_registers_the_paper_figures():
         "fig12_weight_change",
         "fig14_bitnet",
         "forms_compare",
+        "lr_schedule",
     ]
     for name in FIGURES:
         assert (ROOT / "workflow" / "report" / f"{name}.rst").exists(), name

@@ -157,6 +157,9 @@ def status_column(table: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(finite, "ok", "collapsed"), index=table.index, dtype=object)
 
 
+# The checkpoint's learning-rate schedule (qid.schedule), read from its 16-bit record: empty
+# (NaN, "") for records made before it was recorded and for checkpoints of unpublished schedule.
+SCHEDULE = ["lr", "schedule", "decay_step"]
 # What each side of the join keeps (and calls its columns), and the table's columns in order.
 BASE_COLUMNS = [
     *KEY,
@@ -170,6 +173,7 @@ BASE_COLUMNS = [
     "fingerprint",
     "weights",
     "context",
+    *SCHEDULE,
 ]
 BASE_NAMES = {
     "loss": "loss_16",
@@ -197,6 +201,7 @@ TABLE_COLUMNS = [
     "step",
     "tokens",
     "n_params",
+    *SCHEDULE,
     "method",
     "bits",
     "eval_set",
@@ -229,6 +234,7 @@ def _base_and_quantized(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
     # A collapsed record writes its non-finite numbers as null (qid.strict_json): NaN here.
     records["loss"] = pd.to_numeric(records["loss"], errors="coerce").astype(float)
     records["nll_sum"] = pd.to_numeric(records["nll_sum"], errors="coerce").astype(float)
+    records = _with_schedule(records)
     base = records[records.method == BASE]
     quant = records[records.method != BASE]
     if base.empty or quant.empty:
@@ -237,6 +243,17 @@ def _base_and_quantized(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
         base[BASE_COLUMNS].rename(columns=BASE_NAMES),
         quant[QUANT_COLUMNS].rename(columns=QUANT_NAMES),
     )
+
+
+def _with_schedule(records: pd.DataFrame) -> pd.DataFrame:
+    """`records` with the SCHEDULE columns typed: lr and decay_step float (NaN where unknown),
+    schedule a string ("" where unknown)."""
+    columns = {c: records[c] if c in records.columns else None for c in SCHEDULE}
+    return records.assign(
+        lr=pd.to_numeric(columns["lr"], errors="coerce"),
+        decay_step=pd.to_numeric(columns["decay_step"], errors="coerce"),
+        schedule=pd.Series(columns["schedule"], index=records.index, dtype=object).fillna(""),
+    ).astype({"lr": float, "decay_step": float})
 
 
 def _join(quant: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:

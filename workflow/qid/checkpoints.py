@@ -9,7 +9,6 @@ torch and transformers are imported where used: `open_checkpoint` answers misuse
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import struct
@@ -23,6 +22,7 @@ import numpy as np
 from qid import QidError
 from qid.grid import CHECKPOINT_META
 from qid.integrity import checkpoint_fingerprint, weight_files
+from qid.schedule import schedule_meta, training_lr
 
 
 def model_config(arch: dict, vocab_size: int, context: int, rotary_pct: float):
@@ -60,14 +60,6 @@ def non_embedding_params(model) -> int:
         for p in m.parameters()
     }
     return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
-
-
-def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warmup, then cosine decay to `min_ratio * peak` at `total` (step counts from 1)."""
-    if step <= warmup:
-        return peak * step / max(1, warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def batches(ids: np.ndarray, context: int, batch_size: int, steps: int, seed: int):
@@ -128,7 +120,7 @@ def train(
     )
     start = time.perf_counter()
     for step, x in enumerate(bar, start=1):
-        lr = lr_at(step, training["lr"], training["warmup_steps"], total, training["min_lr_ratio"])
+        lr = training_lr(step, training, total)  # qid.schedule: cosine, wsd or constant
         loss = _train_step(model, optim, x, lr)
         log.append(
             {
@@ -155,6 +147,7 @@ def train(
                     "epochs_at_step": step * bs / ((ids.size - 1) // ctx),
                     "seed": seed,
                     "bitnet": bitnet,
+                    **schedule_meta(step, training, total),  # schedule, lr, decay_step
                 },
             )
     frame = pd.DataFrame(log).assign(suite=suite, size=size, n_params=n_params, bitnet=bitnet)

@@ -22,6 +22,7 @@ import yaml
 
 from qid import QidError
 from qid.quantize import METHODS, Option
+from qid.schedule import schedule_problem
 
 # Inside the package, so that an installed (not editable) qid finds it; config/schema links here.
 SCHEMA = "schema/config.schema.yaml"
@@ -184,6 +185,8 @@ def check_semantics(config: dict) -> None:
                     f"config key 'suites.{suite}.sizes.{size}': hidden_size "
                     f"{arch['hidden_size']} is not divisible by num_heads {arch['num_heads']}"
                 )
+    if problem := schedule_problem(config):  # qid.schedule: WSD's decay, published schedules
+        raise ConfigError(problem)
     check_group_sizes(config)
     check_context(config)
     check_bitnet(config)

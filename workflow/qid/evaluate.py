@@ -229,6 +229,8 @@ def run(
         result = score(model, encoded, context, batch_tokens)
         record = {
             **{k: meta.get(k) for k in ("suite", "size", "step", "tokens", "n_params")},
+            # The learning-rate schedule at the checkpoint (qid.schedule), where it is known.
+            **{k: meta.get(k) for k in ("lr", "schedule", "decay_step")},
             "variant": variant,
             "method": method or BASE,
             "bits": bits or 16,

@@ -96,7 +96,8 @@ def link_checkpoint(files: Path, out: Path, meta: dict) -> dict:
 
 def checkpoint_meta(spec: dict, suite: str, size: str, step: int) -> dict:
     """qid's metadata of checkpoint (size, step) of a fetched suite: D = step x tokens_per_step
-    (the size's, else the suite's) and N where the config gives it (else counted on fetch)."""
+    (the size's, else the suite's), N where the config gives it (else counted on fetch), and
+    the learning rate where the suite's schedule is published (`lr_schedule`)."""
     sizes = spec.get("sizes", {}).get(size, {})
     per_step = sizes.get("tokens_per_step", spec.get("tokens_per_step"))
     if per_step is None:
@@ -108,7 +109,21 @@ def checkpoint_meta(spec: dict, suite: str, size: str, step: int) -> dict:
         "tokens": step * per_step,
         "tokens_per_step": per_step,
         "n_params": sizes.get("n_params"),
+        **published_schedule(spec, size, step),
     }
+
+
+def published_schedule(spec: dict, size: str, step: int) -> dict:
+    """The schedule, rate and decay onset at `step` (qid.schedule.schedule_meta) of a fetched
+    suite whose schedule is published (its `lr_schedule`, the peak per size where sizes differ);
+    nothing where it is not given."""
+    from qid.schedule import schedule_meta
+
+    published = spec.get("lr_schedule")
+    if published is None:
+        return {}
+    peak = spec.get("sizes", {}).get(size, {}).get("lr")
+    return schedule_meta(step, published, published["total_steps"], peak)
 
 
 def fetch(spec: dict, size: str, step: int, out: Path, meta: dict) -> dict:

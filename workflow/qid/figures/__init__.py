@@ -43,8 +43,9 @@ _FIGURES = [
         "fig12_weight_change", "dynamics:fig12_weight_change", ("weight_changes", "weight_samples")
     ),
     Figure("fig14_bitnet", "dynamics:fig14_bitnet", ("train",)),
-    # Beyond the paper (issue 13): the rival law forms side by side.
+    # Beyond the paper (issue 13): the rival law forms side by side, QiD per lr schedule.
     Figure("forms_compare", "forms:forms_compare"),
+    Figure("lr_schedule", "schedule:lr_schedule"),
 ]
 
 # Every figure by name, in the paper's order, then the figures beyond the paper.
