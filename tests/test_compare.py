@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -123,6 +124,8 @@ def test_the_figure_draws_every_fitted_form_and_names_the_skipped():
     assert "power\n(best)" in text and "exponential" in text
     stale = figures.load("forms_compare")(table, {})
     assert "rerun qid fit" in " ".join(t.get_text() for t in stale.findobj(Text))
+    plt.close(fig)
+    plt.close(stale)  # test_figures checks that drawing leaves no figure open
 
 
 def test_the_caption_renders_as_restructured_text():

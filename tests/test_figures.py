@@ -191,6 +191,7 @@ def test_every_figure_renders_from_table_and_fits(table, fits, tmp_path, monkeyp
     for i, (_, log) in enumerate(train.groupby(["size", "bitnet"])):  # one file per run
         log.to_parquet(tmp_path / f"train{i}.parquet")
         data.setdefault("train", []).append(tmp_path / f"train{i}.parquet")
+    plt.close("all")  # what other tests left open is not make_all's to close
     written = make_all(table_path, fits_path, tmp_path / "figs", data=data)
     assert len(written) == 2 * len(FIGURES) and set(texts) == set(FIGURES)
     for name in FIGURES:
