@@ -85,6 +85,8 @@ def fit_options(config: dict) -> str:
             f"--bootstrap {fit.get('bootstrap', 1000)} --seed {config['seed']}",
             "--validate" if fit.get("validate", True) else "",
             "" if fit.get("weighted", True) else "--unweighted",
+            # Only when not the default, so that the default command line stays as it was.
+            f"--likelihood {fit['likelihood']}" if fit.get("likelihood", "log") != "log" else "",
         ]
     )
 
