@@ -147,17 +147,8 @@ def fit_law(
         result = fit.pop("result")
     else:
         result, scale = minimize(lambda p: w * (predict(p) - y), params, loss, starts, seed)
-        pred = predict(result.params)
-        fit = {
-            "weighted": weights is not None,
-            "r2_log": _r2(y, pred),
-            "r2": _r2(np.exp(y), np.exp(pred)),
-            "confidence": confidence,
-            "aic": float(result.aic),
-            "bic": float(result.bic),
-            "loss": loss,
-            **({"huber_scale": scale} if scale is not None else {}),
-        }
+        fit = _log_summary(result, y, predict(result.params), weights is not None, confidence)
+        fit.update({"loss": loss, **({"huber_scale": scale} if scale is not None else {})})
         dof = len(y) - n_free
     t = float(stats.t.ppf(0.5 + confidence / 2, max(1, dof)))
     fitted = {
@@ -190,6 +181,18 @@ def fit_law(
             boot = bootstrap_unified(data, w, fixed, bootstrap, seed, fit.get("huber_scale"))
         fit["bootstrap"] = bootstrap_block(boot, fixed, confidence, seed)
     return fit
+
+
+def _log_summary(result, y, pred, weighted: bool, confidence: float) -> dict:
+    # In the order fits.json has always had them.
+    return {
+        "weighted": weighted,
+        "r2_log": _r2(y, pred),
+        "r2": _r2(np.exp(y), np.exp(pred)),
+        "confidence": confidence,
+        "aic": float(result.aic),
+        "bic": float(result.bic),
+    }
 
 
 def _se(data: pd.DataFrame) -> np.ndarray:
