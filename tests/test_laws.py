@@ -213,3 +213,16 @@ def test_se_likelihood_bootstrap_brackets_the_point_fit():
     for name in ("alpha", "beta", "gamma"):
         assert boot["params"][name]["low"] < fit["params"][name]["value"]
         assert fit["params"][name]["value"] < boot["params"][name]["high"]
+
+
+def test_se_single_factor_law_keeps_its_interval_when_a_group_sits_at_the_floor():
+    # One (N, P) group of Eq. (5) entirely below 0: its coefficient runs to 0, where the fit no
+    # longer depends on it; it is held there (no interval) and beta keeps a finite one.
+    table = floor_table()
+    floor = (table.n_params == 1e7) & (table.bits == 4)
+    table.loc[floor, "qid"] = -table.loc[floor, "qid_se"]
+    fit = fit_law(table, "tokens", likelihood="se")
+    beta = fit["params"]["beta"]
+    assert np.isfinite(beta["stderr"]) and beta["ci_low"] < TRUE.beta < beta["ci_high"]
+    lost = [c for c in fit["coefficients"] if not np.isfinite(c["stderr"])]
+    assert [(c["n_params"], c["bits"]) for c in lost] == [(1e7, 4)]

@@ -157,4 +157,24 @@ def minimize_se(
         if np.allclose(new, excess, rtol=1e-5, atol=1e-6):
             break
         excess = new
+    if result.covar is None:
+        result, scale = _without_flat(lambda p: (mean(p) - y) / sd, result.params, loss, seed)
     return result, excess, scale
+
+
+def _without_flat(residual, params: lmfit.Parameters, loss: str, seed: int):
+    """Refit with the parameters the residuals no longer depend on held fixed: a group whose
+    cells all sit at the noise floor drives its coefficient toward 0, where its column of the
+    Jacobian vanishes and no parameter would get a covariance."""
+    base, fixed = residual(params), params.copy()
+    for name, par in params.items():
+        if par.vary:
+            trial = params.copy()
+            trial[name].value += 1.0  # a factor e on a log coefficient
+            if np.max(np.abs(residual(trial) - base)) < 1e-6:
+                fixed[name].vary = False
+    result, scale = minimize(residual, fixed, loss, 1, seed, scale_covar=False)
+    for name, par in params.items():
+        if par.vary and not fixed[name].vary:
+            result.params[name].stderr = None  # no interval, rather than a zero-width one
+    return result, scale
