@@ -165,3 +165,64 @@ def test_one_range_check_for_table1_and_diagnose():
     assert check_range(fit, True, bits=8) == [
         "P = 8 is outside the range the law was fitted on (P in [2, 4])"
     ]
+
+
+def floor_table(noise: float = 1.0, seed: int = 0) -> pd.DataFrame:
+    """TRUE's cells with additive Gaussian noise of `noise` times each cell's qid_se, the se
+    set so that most 4-bit cells sit at the noise floor (several <= 0)."""
+    table = synthetic(TRUE, noise=0.0, seed=seed)
+    rng = np.random.default_rng(seed)
+    se = float(table.qid[table.bits == 4].median()) * rng.uniform(0.5, 1.5, len(table))
+    return table.assign(qid=table.qid + rng.normal(0, noise * se), qid_se=se)
+
+
+def test_se_likelihood_fits_every_cell_and_the_default_is_unchanged():
+    table = floor_table()
+    log, se = fit_all(table), fit_all(table, likelihood="se")
+    assert log["unified"]["n_excluded"] == (table.qid <= 0).sum() > 0
+    assert "likelihood" not in log["unified"] and "excess" not in log["unified"]
+    u = se["unified"]
+    assert u["likelihood"] == "se" and u["n_excluded"] == 0
+    assert u["n_nonpositive"] == (table.qid <= 0).sum()
+    assert set(u["excess"]) == {"phi", "s"} and "covariance" in u
+    for name in ("alpha", "beta", "gamma"):
+        p = u["params"][name]
+        assert p["ci_low"] < getattr(TRUE, name) < p["ci_high"]
+    assert all(f["likelihood"] == "se" for f in se["by_bits"].values())
+
+
+def test_se_likelihood_needs_the_standard_errors():
+    with pytest.raises(QidError, match="qid_se"):
+        fit_law(synthetic(TRUE, noise=0.05), "unified", likelihood="se")
+    with pytest.raises(QidError, match="likelihood"):
+        fit_law(floor_table(), "unified", likelihood="tobit")
+
+
+def test_se_likelihood_measures_noise_beyond_the_standard_errors():
+    # Noise 3x the stated se: phi = sqrt(3^2 - 1) = 2.8 (measured 2.66; maximum likelihood
+    # runs a little low), and the intervals widen to match (measured 2.7x).
+    exact, over = (fit_law(floor_table(n), "unified", likelihood="se") for n in (1, 3))
+    assert exact["excess"]["phi"] < 1.0 < 2.0 < over["excess"]["phi"] < 4.0
+    assert over["params"]["gamma"]["stderr"] > 2 * exact["params"]["gamma"]["stderr"]
+
+
+def test_se_likelihood_bootstrap_brackets_the_point_fit():
+    fit = fit_law(floor_table(), "unified", likelihood="se", bootstrap=200, seed=1)
+    boot = fit["bootstrap"]
+    assert boot["n"] == 200 and boot["n_failed"] == 0
+    for name in ("alpha", "beta", "gamma"):
+        assert boot["params"][name]["low"] < fit["params"][name]["value"]
+        assert fit["params"][name]["value"] < boot["params"][name]["high"]
+
+
+def test_se_single_factor_law_keeps_its_interval_when_a_group_sits_at_the_floor():
+    # One (N, P) group of Eq. (5) entirely below 0: its coefficient runs to 0, where the fit no
+    # longer depends on it; it is held there (no interval) and beta keeps a finite one.
+    table = floor_table()
+    floor = (table.n_params == 1e7) & (table.bits == 4)
+    table.loc[floor, "qid"] = -table.loc[floor, "qid_se"]
+    fit = fit_law(table, "tokens", likelihood="se")
+    beta = fit["params"]["beta"]
+    assert np.isfinite(beta["stderr"]) and beta["ci_low"] < TRUE.beta < beta["ci_high"]
+    lost = [c for c in fit["coefficients"] if not np.isfinite(c["stderr"])]
+    assert [(c["n_params"], c["bits"]) for c in lost] == [(1e7, 4)]

@@ -78,7 +78,7 @@ def source_files(spec: dict) -> list[str]:
 def fit_options(config: dict) -> str:
     """`qid fit`'s options beyond its table, method and eval set."""
     fit = config["fit"]
-    return " ".join(
+    options = " ".join(
         [
             f"--confidence {fit.get('confidence', 0.95)}",
             f"--loss {fit.get('loss', 'linear')}",
@@ -87,6 +87,9 @@ def fit_options(config: dict) -> str:
             "" if fit.get("weighted", True) else "--unweighted",
         ]
     )
+    # Only when not the default, so that the default command line stays as it was.
+    likelihood = fit.get("likelihood", "log")
+    return options if likelihood == "log" else f"{options} --likelihood {likelihood}"
 
 
 def bitnet_training(config: dict, suite: str) -> dict:

@@ -45,6 +45,13 @@ def add_fit(sub: Subparsers) -> None:
         default="linear",
         help="least squares in log space (default) or Huber, robust to outlying cells",
     )
+    s.add_argument(
+        "--likelihood",
+        choices=["log", "se"],
+        default="log",
+        help="log: least squares on log QiD, cells with QiD <= 0 dropped (default); se: every"
+        " cell in linear space with its qid_se, no truncation bias at the noise floor",
+    )
     s.add_argument("--starts", type=int, default=1, help="starting points (best cost kept)")
     s.add_argument(
         "--bootstrap",
@@ -77,6 +84,7 @@ def cmd_fit(args) -> None:
         bootstrap=args.bootstrap,
         seed=args.seed,
         validation=args.validate,
+        likelihood=args.likelihood,
     )
     save(args.out, fits)
     u = fits["unified"]["params"]

@@ -5,6 +5,7 @@ they saw (`range`), so that predictions can refuse to extrapolate.
 Where the table has `qid_se` (the paired per-text standard error of each cell), residuals are
 weighted by qid / qid_se, the inverse of log(qid)'s standard error: cells whose QiD sits at the
 noise floor (3-4 bits on small models) then do not outvote the cells that carry the signal.
+The log-space fit drops cells with QiD <= 0; `likelihood="se"` fits them too (`_fit_se`).
 """
 
 from __future__ import annotations
@@ -15,15 +16,23 @@ import pandas as pd
 from scipy import stats
 
 from qid import QidError
-from qid.laws.bootstrap import bootstrap_block, bootstrap_unified
-from qid.laws.equations import LAWS, log_loss16
-from qid.laws.minimize import minimize
+from qid.laws.bootstrap import bootstrap_block, bootstrap_se, bootstrap_unified
+from qid.laws.equations import DRAW_NAMES, LAWS, log_loss16
+from qid.laws.minimize import minimize, minimize_se, se_variance
+
+LIKELIHOODS = ("log", "se")
 
 
-def usable(table: pd.DataFrame) -> pd.Series:
-    """Rows a log-space fit can use: finite, positive QiD (the rest are counted, not hidden)."""
+def usable(table: pd.DataFrame, likelihood: str = "log") -> pd.Series:
+    """Rows a fit can use (the rest are counted, not hidden): finite, positive QiD for the
+    log-space fit; every finite QiD with a finite, positive qid_se for the "se" fit."""
     q = pd.to_numeric(table["qid"], errors="coerce")
-    return np.isfinite(q) & (q > 0)
+    if likelihood == "log":
+        return np.isfinite(q) & (q > 0)
+    if "qid_se" not in table.columns:
+        raise QidError("the 'se' likelihood needs the table's qid_se column")
+    se = pd.to_numeric(table["qid_se"], errors="coerce")
+    return np.isfinite(q) & np.isfinite(se) & (se > 0)
 
 
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:
@@ -86,12 +95,16 @@ def fit_law(
     starts: int = 1,
     bootstrap: int = 0,
     seed: int = 0,
+    likelihood: str = "log",
 ) -> dict:
     """Fit one law to the usable rows of `table`; the result is plain JSON-able data.
     `loss="huber"` downweights outlying cells; `starts` > 1 tries jittered starting points;
-    `bootstrap` > 0 (unified law only) adds percentile intervals under "bootstrap"."""
+    `bootstrap` > 0 (unified law only) adds percentile intervals under "bootstrap";
+    `likelihood="se"` fits every cell, QiD <= 0 included, in linear space (`_fit_se`)."""
+    if likelihood not in LIKELIHOODS:
+        raise QidError(f"unknown likelihood {likelihood!r} (choose from {', '.join(LIKELIHOODS)})")
     coef, exponents, group_cols = LAWS[law]
-    ok = usable(table)
+    ok = usable(table, likelihood)
     data = table[ok]
     out = {"n_points": int(ok.sum()), "n_excluded": int((~ok).sum())}
     fixed = [name for name, (col, _) in exponents.items() if data[col].nunique() < 2]
@@ -107,8 +120,10 @@ def fit_law(
     if len(data) <= n_free:
         return {**out, "skipped": f"{len(data)} usable points for {n_free} parameters"}
 
-    y = np.log(data["qid"].to_numpy(float))
-    weights = log_weights(data) if weighted else None
+    q = data["qid"].to_numpy(float)
+    # The "se" fit starts from a log-space fit to max(qid, qid_se): a floor, for starting only.
+    y = np.log(q if likelihood == "log" else np.maximum(q, _se(data)))
+    weights = log_weights(data) if weighted and likelihood == "log" else None
     w = np.ones_like(y) if weights is None else weights / weights.mean()
     logx = {name: np.log(data[col].to_numpy(float)) for name, (col, _) in exponents.items()}
     params = lmfit.Parameters()
@@ -124,9 +139,18 @@ def fit_law(
             sign * p[name].value * logx[name] for name, (_, sign) in exponents.items()
         )
 
-    result, scale = minimize(lambda p: w * (predict(p) - y), params, loss, starts, seed)
-    pred = predict(result.params)
-    t = float(stats.t.ppf(0.5 + confidence / 2, max(1, len(y) - n_free)))
+    if likelihood == "se":
+        start, _ = minimize(lambda p: predict(p) - y, params)
+        fit = _fit_se(data, predict, start.params, loss, starts, seed, bootstrap, fixed)
+        fit["confidence"] = confidence
+        dof = len(y) - n_free - sum(v > 0 for v in fit["excess"].values())
+        result = fit.pop("result")
+    else:
+        result, scale = minimize(lambda p: w * (predict(p) - y), params, loss, starts, seed)
+        fit = _log_summary(result, y, predict(result.params), weights is not None, confidence)
+        fit.update({"loss": loss, **({"huber_scale": scale} if scale is not None else {})})
+        dof = len(y) - n_free
+    t = float(stats.t.ppf(0.5 + confidence / 2, max(1, dof)))
     fitted = {
         name: _param(result.params[name].value, result.params[name].stderr, t)
         for name in exponents
@@ -138,19 +162,13 @@ def fit_law(
     else:
         p = result.params[f"log_{coef}_0"]
         fitted = {coef: _param(p.value, p.stderr, t, log=True), **fitted}
+    boot = fit.pop("draws", None)
     fit = {
         **out,
         "params": fitted,
         "fixed": {name: 0.0 for name in fixed},
         "coefficients": coefficients,
-        "weighted": weights is not None,
-        "r2_log": _r2(y, pred),
-        "r2": _r2(np.exp(y), np.exp(pred)),
-        "confidence": confidence,
-        "aic": float(result.aic),
-        "bic": float(result.bic),
-        "loss": loss,
-        **({"huber_scale": scale} if scale is not None else {}),
+        **fit,
         "range": fitted_range(data),
     }
     if law == "unified" and result.covar is not None:
@@ -159,8 +177,63 @@ def fit_law(
         names = [n.replace("log_k_0", "log_k") for n in result.var_names]
         fit["covariance"] = {"names": names, "matrix": np.asarray(result.covar).tolist()}
     if law == "unified" and bootstrap > 0:
-        draws = bootstrap_unified(data, w, fixed, bootstrap, seed, scale)
-        fit["bootstrap"] = bootstrap_block(draws, fixed, confidence, seed)
+        if boot is None:
+            boot = bootstrap_unified(data, w, fixed, bootstrap, seed, fit.get("huber_scale"))
+        fit["bootstrap"] = bootstrap_block(boot, fixed, confidence, seed)
+    return fit
+
+
+def _log_summary(result, y, pred, weighted: bool, confidence: float) -> dict:
+    # In the order fits.json has always had them.
+    return {
+        "weighted": weighted,
+        "r2_log": _r2(y, pred),
+        "r2": _r2(np.exp(y), np.exp(pred)),
+        "confidence": confidence,
+        "aic": float(result.aic),
+        "bic": float(result.bic),
+    }
+
+
+def _se(data: pd.DataFrame) -> np.ndarray:
+    return pd.to_numeric(data["qid_se"], errors="coerce").to_numpy(float)
+
+
+def _fit_se(data, predict, params, loss, starts, seed, bootstrap, fixed) -> dict:
+    """The "se" likelihood: qid ~ Normal(law, (1 + phi^2) qid_se^2 + (s law)^2) over every
+    cell (minimize.se_variance).
+    Why linear space: the paired per-text noise of a cell's QiD is additive and Gaussian (a
+    mean over texts), and a cell at the noise floor can be negative; log(qid) drops those
+    cells, so only the upward fluctuations survive there and the exponents are biased (the
+    bit width's toward flat). A censored (Tobit) model in log space would still assume a
+    log-normal noise the paired mean does not have. phi and s ("excess", fitted by maximum
+    likelihood, both 0 when the standard errors explain the scatter) keep cells with tiny
+    standard errors from claiming a precision that the law (s, relative) and one rounding of
+    one checkpoint (phi, in units of se) lack."""
+    q, se = data["qid"].to_numpy(float), _se(data)
+    result, (phi, s), scale = minimize_se(predict, params, q, se, loss, starts, seed)
+    mu = np.exp(predict(result.params))
+    pos = (q > 0) & (mu > 0)
+    fit = {
+        "result": result,
+        "likelihood": "se",
+        "n_nonpositive": int((q <= 0).sum()),
+        "excess": {"phi": phi, "s": s},
+        "weighted": True,
+        "r2_log": _r2(np.log(q[pos]), np.log(mu[pos])),
+        "r2": _r2(q, mu),
+        "aic": float(result.aic),
+        "bic": float(result.bic),
+        "loss": loss,
+        **({"huber_scale": scale} if scale is not None else {}),
+    }
+    if bootstrap > 0 and "log_k_0" in result.params:
+        v = result.params
+        # bootstrap_se's order: log k, then the free exponents among alpha, beta, gamma.
+        free = [n for n in DRAW_NAMES[1:] if n not in fixed]
+        start = np.array([v["log_k_0"].value] + [v[n].value for n in free])
+        sd = np.sqrt(se_variance(mu, se, (phi, s)))
+        fit["draws"] = bootstrap_se(data, sd, start, fixed, bootstrap, seed, scale)
     return fit
 
 

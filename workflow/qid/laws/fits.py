@@ -106,6 +106,7 @@ def fit_all(
     bootstrap: int = 0,
     seed: int = 0,
     validation: bool = False,
+    likelihood: str = "log",
 ) -> dict:
     """Eq. (5)-(8) on one method and eval set; with several bit widths also Eq. (8) per bit
     width ("by_bits"); Eq. (8) per method at the bit widths several methods share, on the same
@@ -130,7 +131,9 @@ def fit_all(
     selected = table
     table, collapsed = drop_collapsed(table)
     table, flagged = drop_flagged(table)
-    options = {"confidence": confidence, "weighted": weighted, "loss": loss, "starts": starts}
+    options = dict(
+        confidence=confidence, weighted=weighted, loss=loss, starts=starts, likelihood=likelihood
+    )
     fits = {"unified": fit_law(table, "unified", **options, bootstrap=bootstrap, seed=seed)}
     fits.update({law: fit_law(table, law, **options) for law in LAWS if law != "unified"})
     if "params" not in fits["unified"]:
