@@ -190,3 +190,30 @@ def test_fit_metric_kl_fits_the_kl_column():
         assert by_qid["unified"]["params"][name]["value"] == pytest.approx(
             getattr(TRUE, name), abs=0.05
         )
+
+
+@pytest.mark.parametrize("no_kl", [False, True])
+def test_a_cell_job_of_its_own_measures_against_its_16bit_model(tiny_checkpoint, texts, no_kl):
+    """`qid quantize --eval-out` evaluates the 16-bit model in the same process for the KL; the
+    cell's loss is the same as without it, and its bits per byte need no 16-bit record."""
+    from qid.cli import main
+
+    records = {}
+    for name in ("a", "b"):
+        main(
+            [
+                *("quantize", "--checkpoint", str(tiny_checkpoint), "--method", "rtn"),
+                *("--bits", "2", "--out", f"q{name}", "--record", f"q{name}.json"),
+                *("--options", '{"group_size": 32}', "--texts", str(texts)),
+                *("--eval-out", f"{name}.json", "--context", "32"),
+                *(["--no-kl"] if no_kl and name == "b" else []),
+            ]
+        )
+        records[name] = json.loads(open(f"{name}.json").read())
+    a, b = records["a"], records["b"]
+    assert a["kl"] > 0 and 0 <= a["top1_agreement"] <= 1 and a["kl_topk"] == TopK().k
+    assert a["nll_per_text"] == b["nll_per_text"]
+    if no_kl:
+        assert not {"kl", "kl_se", "top1_agreement", "qid_bpb"} & set(b)
+    else:
+        assert b["kl"] == a["kl"] and b["qid_bpb"] == a["qid_bpb"]

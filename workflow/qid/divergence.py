@@ -45,9 +45,9 @@ class TopK:
     )
     nll_per_text: np.ndarray | None = None  # the 16-bit NLL per text, set once it is scored
 
-    def batch(self, logits: torch.Tensor, mask: torch.Tensor, keys: list[Key]) -> None:
-        logprobs = torch.log_softmax(logits, dim=-1)
-        top, ids = logprobs.topk(min(self.k, logits.shape[-1]), dim=-1)
+    def batch(self, logprobs: torch.Tensor, mask: torch.Tensor, keys: list[Key]) -> None:
+        """Keep the top-k of `logprobs` ([batch, width, vocabulary], overwritten)."""
+        top, ids = logprobs.topk(min(self.k, logprobs.shape[-1]), dim=-1)
         tail = _tail(logprobs, ids)
         lengths = _valid(mask).sum(dim=1).tolist()
         for row, key in enumerate(keys):
@@ -77,23 +77,23 @@ class Divergence:
         self.agree = np.zeros(texts)
         self.positions = np.zeros(texts)
 
-    def batch(self, logits: torch.Tensor, mask: torch.Tensor, keys: list[Key]) -> None:
-        logprobs = torch.log_softmax(logits, dim=-1)
+    def batch(self, logprobs: torch.Tensor, mask: torch.Tensor, keys: list[Key]) -> None:
+        """Add the KL and agreement of `logprobs` ([batch, width, vocabulary], overwritten)."""
         valid = _valid(mask)
         lengths = valid.sum(dim=1).tolist()
-        k = self.reference.k if logits.shape[-1] > self.reference.k else logits.shape[-1]
-        top16 = torch.zeros(*valid.shape, k, device=logits.device)
-        ids16 = torch.zeros(*valid.shape, k, dtype=torch.long, device=logits.device)
-        tail16 = torch.zeros(*valid.shape, device=logits.device)
+        k = self.reference.k if logprobs.shape[-1] > self.reference.k else logprobs.shape[-1]
+        top16 = torch.zeros(*valid.shape, k, device=logprobs.device)
+        ids16 = torch.zeros(*valid.shape, k, dtype=torch.long, device=logprobs.device)
+        tail16 = torch.zeros(*valid.shape, device=logprobs.device)
         for row, key in enumerate(keys):
             top, ids, tail = self.reference.windows[key]
             if len(top) != lengths[row]:
                 raise ValueError(
                     f"window {key} has {len(top)} reference positions, not {lengths[row]}"
                 )
-            top16[row, : lengths[row]] = top.to(logits.device)
-            ids16[row, : lengths[row]] = ids.to(logits.device)
-            tail16[row, : lengths[row]] = tail.to(logits.device)
+            top16[row, : lengths[row]] = top.to(logprobs.device)
+            ids16[row, : lengths[row]] = ids.to(logprobs.device)
+            tail16[row, : lengths[row]] = tail.to(logprobs.device)
         topq = logprobs.gather(-1, ids16)
         agree = (topq[..., 0] >= logprobs.max(dim=-1).values) & valid
         tailq = _tail(logprobs, ids16).clamp_min(torch.finfo(torch.float32).tiny)

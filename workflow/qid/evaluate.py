@@ -63,14 +63,17 @@ def text_nll(
         # full logits tensor (not a shifted slice) avoids copying it.
         targets = torch.full_like(ids, -100)
         targets[:, :-1] = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        token_nll = F.cross_entropy(
-            logits.view(-1, logits.shape[-1]), targets.view(-1), reduction="none", ignore_index=-100
-        )
+        flat = logits.view(-1, logits.shape[-1])
+        if track is None:
+            token_nll = F.cross_entropy(flat, targets.view(-1), reduction="none", ignore_index=-100)
+        else:  # what cross_entropy computes (ATen: nll_loss of log_softmax), its log-probs kept
+            logprobs = torch.log_softmax(flat, dim=-1)
+            del logits, flat  # the tracker overwrites the log-probs; the logits are not needed
+            token_nll = F.nll_loss(logprobs, targets.view(-1), reduction="none", ignore_index=-100)
         per_row = token_nll.view(ids.shape).sum(dim=1).double().cpu().numpy()
         np.add.at(nll, [t for t, _, _ in batch], per_row)
         if track is not None:
-            del token_nll  # the loss's memory is free before the tracker's log-softmax
-            track.batch(logits, mask, [(t, j) for t, j, _ in batch])
+            track.batch(logprobs.view(*ids.shape, -1), mask, [(t, j) for t, j, _ in batch])
     return nll
 
 
