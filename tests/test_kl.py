@@ -217,3 +217,18 @@ def test_a_cell_job_of_its_own_measures_against_its_16bit_model(tiny_checkpoint,
         assert not {"kl", "kl_se", "top1_agreement", "qid_bpb"} & set(b)
     else:
         assert b["kl"] == a["kl"] and b["qid_bpb"] == a["qid_bpb"]
+
+
+def test_diagnose_reports_the_measures(tiny_checkpoint, texts, capsys):
+    from qid.cli import main
+
+    args = ["diagnose", "--checkpoint", str(tiny_checkpoint), "--bits", "2", "--texts", str(texts)]
+    args += ["--method", "rtn", "--options", '{"group_size": 32}', "--context", "32"]
+    main([*args, "--json"])
+    (cell,) = json.loads(capsys.readouterr().out)["cells"]
+    m = cell["measurement"]
+    assert m["kl"] > 0 and m["kl_se"] > 0 and 0 <= m["top1_agreement"] <= 1
+    assert np.isfinite(m["qid_bpb"]) and np.sign(m["qid_bpb"]) == np.sign(m["qid"])
+    main(args)
+    out = capsys.readouterr().out
+    assert f"KL {m['kl']:.4g} (se {m['kl_se']:.2g}) nats, top-1 agreement" in out
