@@ -160,6 +160,8 @@ def status_column(table: pd.DataFrame) -> pd.Series:
 # The checkpoint's learning-rate schedule (qid.schedule), read from its 16-bit record: empty
 # (NaN, "") for records made before it was recorded and for checkpoints of unpublished schedule.
 SCHEDULE = ["lr", "schedule", "decay_step"]
+# Numbers a record may lack (made before they were measured): NaN in the table.
+DIVERGENCE = ("kl", "kl_se", "top1_agreement", "bytes")
 # What each side of the join keeps (and calls its columns), and the table's columns in order.
 BASE_COLUMNS = [
     *KEY,
@@ -174,6 +176,7 @@ BASE_COLUMNS = [
     "weights",
     "context",
     *SCHEDULE,
+    "bytes",
 ]
 BASE_NAMES = {
     "loss": "loss_16",
@@ -193,8 +196,17 @@ QUANT_COLUMNS = [
     "nll_per_text",
     "versions",
     "context",
+    "kl",
+    "kl_se",
+    "top1_agreement",
+    "bytes",
 ]
-QUANT_NAMES = {"loss": "loss_q", "nll_sum": "nll_sum_q", "nll_per_text": "nll_q"}
+QUANT_NAMES = {
+    "loss": "loss_q",
+    "nll_sum": "nll_sum_q",
+    "nll_per_text": "nll_q",
+    "bytes": "bytes_q",
+}
 TABLE_COLUMNS = [
     "suite",
     "size",
@@ -209,6 +221,10 @@ TABLE_COLUMNS = [
     "loss_q",
     "qid",
     "qid_se",
+    "kl",
+    "kl_se",
+    "top1_agreement",
+    "qid_bpb",
     "nll_sum_16",
     "nll_sum_q",
     "model_tokens",
@@ -231,6 +247,9 @@ def _base_and_quantized(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
     for column in ("fingerprint", "weights", "context"):
         if column not in records.columns:
             records[column] = None
+    # Absent from records made before qid.divergence (NaN in the table), null where collapsed.
+    for column in DIVERGENCE:
+        records[column] = pd.to_numeric(records.get(column), errors="coerce").astype(float)
     # A collapsed record writes its non-finite numbers as null (qid.strict_json): NaN here.
     records["loss"] = pd.to_numeric(records["loss"], errors="coerce").astype(float)
     records["nll_sum"] = pd.to_numeric(records["nll_sum"], errors="coerce").astype(float)
@@ -286,6 +305,9 @@ def aggregate(paths: list[Path], config_hash: str = "") -> pd.DataFrame:
     base, quant = _base_and_quantized(read_records(paths))
     table = _join(quant, base)
     table["qid"] = table.loss_q - table.loss_16
+    # Bits per byte of the texts, which no tokenizer changes (qid.divergence).
+    utf8 = table["bytes"].fillna(table["bytes_q"])  # a 16-bit record kept from before has none
+    table["qid_bpb"] = (table.nll_sum_q - table.nll_sum_16) / np.log(2) / utf8
     table["qid_se"] = [
         paired_se(q, b, r)
         for q, b, r in zip(table.nll_q, table.nll_16, table.reference_tokens, strict=True)

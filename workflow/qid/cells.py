@@ -165,7 +165,13 @@ def _cell_done(job: Job, cell: grid.Cell, settings: str) -> bool:
     return not job.keep_models or (model.is_dir() and any(model.iterdir()))
 
 
-def _run_cell(job: Job, cell: grid.Cell, settings: str, calibration: list[str] | None) -> None:
+def _run_cell(
+    job: Job,
+    cell: grid.Cell,
+    settings: str,
+    calibration: list[str] | None,
+    references: dict | None = None,
+) -> None:
     from qid.quantize import quantize_cell
 
     shutil.rmtree(cell.quantized, ignore_errors=True)  # nothing of an earlier try is reused
@@ -182,7 +188,13 @@ def _run_cell(job: Job, cell: grid.Cell, settings: str, calibration: list[str] |
         print(f"{cell.variant}: quantized in {info['seconds']:.1f} s -> {cell.quantized}")
         paths = job.eval_paths(cell.variant)
         _evaluate(
-            job, paths, settings, method=cell.method, bits=cell.bits, quantized=Path(cell.quantized)
+            job,
+            paths,
+            settings,
+            method=cell.method,
+            bits=cell.bits,
+            quantized=Path(cell.quantized),
+            kl_reference=references,
         )
     finally:
         if not job.keep_models:
@@ -212,22 +224,32 @@ def run_cells(job: Job) -> list[Failure]:
     as failed records and the next cell runs. Returns the failed cells."""
     base = job.base_settings()
     base_digest = digest(base)
+    cells = [
+        (grid.Cell(job.checkpoint, m, b), digest(job.cell_settings(base, m, b)))
+        for m, b in job.cells
+    ]
+    pending = [(cell, s) for cell, s in cells if not _cell_done(job, cell, s)]
+    # The cells to run compare their distributions with the 16-bit model's (qid.divergence),
+    # held in memory only: a kept 16-bit model is evaluated again for them, its records kept.
+    references: dict = {}
     if is_done(job.eval_paths(BASE), base_digest):
         print(f"kept {BASE}")
+        if pending:
+            from qid.evaluate import kl_reference
+
+            references = kl_reference(job.path, job.texts, **job.evaluation)
     else:
-        _evaluate(job, job.eval_paths(BASE), base_digest)
+        _evaluate(job, job.eval_paths(BASE), base_digest, kl_reference=references)
     calibration = None
     failures = []
-    for method, bits in job.cells:
-        cell = grid.Cell(job.checkpoint, method, bits)
-        settings = digest(job.cell_settings(base, method, bits))
-        if _cell_done(job, cell, settings):
+    for cell, settings in cells:
+        if (cell, settings) not in pending:
             print(f"kept {cell.variant}")
             continue
         if calibration is None and job.calibration is not None:
             calibration = calibration_texts(job.calibration)  # read once, when a cell needs it
         try:
-            _run_cell(job, cell, settings, calibration)
+            _run_cell(job, cell, settings, calibration, references)
             continue
         except Exception as err:  # noqa: BLE001 - any failure of one cell is that cell's
             traceback.print_exc()

@@ -30,6 +30,8 @@ from qid.laws.paper import LEVELS
 from qid.table1 import law_for
 
 NAMES = {"n_params": "N", "tokens": "D", "bits": "P"}
+# What a cell's measurement carries beside QiD (qid.divergence), as its eval record names them.
+DIVERGENCE = ("kl", "kl_se", "top1_agreement", "qid_bpb")
 
 
 def check_range(fit: dict, extrapolate: bool = False, **values: float) -> list[str]:
@@ -130,12 +132,20 @@ def measure_cells(
     with tempfile.TemporaryDirectory(prefix="qid-diagnose-") as tmp:
         work = Path(tmp)
         start = time.perf_counter()
-        (b,) = run(plan.checkpoint, [plan.texts], [work / "base.json"], **evaluation)
+        references: dict = {}  # the 16-bit model's top-k, for each cell's KL (qid.divergence)
+        (b,) = run(
+            plan.checkpoint,
+            [plan.texts],
+            [work / "base.json"],
+            kl_reference=references,
+            **evaluation,
+        )
         base = {
             "loss_16": b["loss"],
             "n_params": b["n_params"],
             "texts": b["texts"],
             "reference_tokens": b["reference_tokens"],
+            "bytes": b["bytes"],
             "seconds": round(time.perf_counter() - start, 3),
         }
         progress(
@@ -162,6 +172,7 @@ def measure_cells(
                 method=method,
                 bits=bits,
                 quantized=out,
+                kl_reference=references,
                 **evaluation,
             )
             shutil.rmtree(out, ignore_errors=True)  # a real model's cells would fill the disk
@@ -170,6 +181,7 @@ def measure_cells(
                 "bits": bits,
                 "qid": q["loss"] - b["loss"],
                 "qid_se": paired_se(q["nll_per_text"], b["nll_per_text"], b["reference_tokens"]),
+                **{k: q[k] for k in DIVERGENCE},
                 "loss_16": b["loss"],
                 "loss_q": q["loss"],
                 "n_params": b["n_params"],
@@ -183,12 +195,21 @@ def measure_cells(
             }
             progress(
                 f"measured: {method} {bits}-bit QiD {cell['qid']:.4g} (se {cell['qid_se']:.2g}) "
-                f"nats{quantized_layers(cell)} (quantized in {info['seconds']:.1f} s, "
-                f"{cell['seconds']:.1f} s in all)"
+                f"nats, {divergence(cell)}{quantized_layers(cell)} "
+                f"(quantized in {info['seconds']:.1f} s, {cell['seconds']:.1f} s in all)"
             )
             cells.append(cell)
             on_cell(base, cell)
     return base, cells
+
+
+def divergence(cell: dict) -> str:
+    """ "KL 0.0123 (se 0.001) nats, top-1 agreement 0.912, QiD 0.0101 bits/byte" """
+    se = "none" if cell["kl_se"] is None else f"{cell['kl_se']:.2g}"
+    return (
+        f"KL {cell['kl']:.4g} (se {se}) nats, top-1 agreement {cell['top1_agreement']:.3f}, "
+        f"QiD {cell['qid_bpb']:.4g} bits/byte"
+    )
 
 
 def quantized_layers(cell: dict) -> str:

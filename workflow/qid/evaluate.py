@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from qid import QidError, grid
+from qid.divergence import Divergence, TopK
 from qid.grid import BASE
 from qid.strict_json import dumps
 
@@ -29,21 +30,31 @@ def windows(ids: list[int], bos: int, context: int) -> list[list[int]]:
 
 @torch.inference_mode()
 def text_nll(
-    model, token_ids: list[list[int]], bos: int, context: int, batch_tokens: int
+    model,
+    token_ids: list[list[int]],
+    bos: int,
+    context: int,
+    batch_tokens: int,
+    track: TopK | Divergence | None = None,
 ) -> np.ndarray:
-    """Total NLL in nats of each text (list of token ids), as float64."""
-    items = [(t, w) for t, ids in enumerate(token_ids) for w in windows(ids, bos, context)]
-    items.sort(key=lambda item: len(item[1]), reverse=True)
+    """Total NLL in nats of each text (list of token ids), as float64. `track` (qid.divergence)
+    sees each batch's logits after its loss is taken, which it leaves untouched."""
+    items = [
+        (t, j, w)
+        for t, ids in enumerate(token_ids)
+        for j, w in enumerate(windows(ids, bos, context))
+    ]
+    items.sort(key=lambda item: len(item[2]), reverse=True)
     nll = np.zeros(len(token_ids), dtype=np.float64)
     device = next(model.parameters()).device
     i = 0
     while i < len(items):
-        width = len(items[i][1])
+        width = len(items[i][2])
         batch = items[i : i + max(1, batch_tokens // width)]
         i += len(batch)
         ids = torch.zeros(len(batch), width, dtype=torch.long)
         mask = torch.zeros(len(batch), width, dtype=torch.long)
-        for row, (_, w) in enumerate(batch):
+        for row, (_, _, w) in enumerate(batch):
             ids[row, : len(w)] = torch.tensor(w)
             mask[row, : len(w)] = 1
         ids, mask = ids.to(device), mask.to(device)
@@ -52,11 +63,17 @@ def text_nll(
         # full logits tensor (not a shifted slice) avoids copying it.
         targets = torch.full_like(ids, -100)
         targets[:, :-1] = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        token_nll = F.cross_entropy(
-            logits.view(-1, logits.shape[-1]), targets.view(-1), reduction="none", ignore_index=-100
-        )
+        flat = logits.view(-1, logits.shape[-1])
+        if track is None:
+            token_nll = F.cross_entropy(flat, targets.view(-1), reduction="none", ignore_index=-100)
+        else:  # what cross_entropy computes (ATen: nll_loss of log_softmax), its log-probs kept
+            logprobs = torch.log_softmax(flat, dim=-1)
+            del logits, flat  # the tracker overwrites the log-probs; the logits are not needed
+            token_nll = F.nll_loss(logprobs, targets.view(-1), reduction="none", ignore_index=-100)
         per_row = token_nll.view(ids.shape).sum(dim=1).double().cpu().numpy()
-        np.add.at(nll, [t for t, _ in batch], per_row)
+        np.add.at(nll, [t for t, _, _ in batch], per_row)
+        if track is not None:
+            track.batch(logprobs.view(*ids.shape, -1), mask, [(t, j) for t, j, _ in batch])
     return nll
 
 
@@ -67,6 +84,7 @@ class Encoded:
     token_ids: list[list[int]]
     bos: int
     reference_tokens: int
+    utf8_bytes: int = 0  # of the texts, for bits per byte (qid.divergence)
 
     @property
     def model_tokens(self) -> int:
@@ -84,7 +102,8 @@ def encode(tokenizer, texts: list[str], reference_tokenizer=None) -> Encoded:
     else:
         ref_ids = reference_tokenizer(texts, add_special_tokens=False)["input_ids"]
         ref_tokens = sum(len(ids) for ids in ref_ids)
-    return Encoded(token_ids, bos, ref_tokens)
+    utf8_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    return Encoded(token_ids, bos, ref_tokens, utf8_bytes)
 
 
 CPU_BATCH_TOKENS = 2048  # measured on the embedded default: 1.5x faster than 16k on 2 cores
@@ -105,12 +124,25 @@ def auto_batch_tokens(model, context: int, free_bytes: int | None = None) -> int
     return max(context, int(0.5 * free_bytes / per_token) // context * context)
 
 
-def score(model, encoded: Encoded, context: int, batch_tokens: int | str) -> dict:
-    """Loss per reference token of `model` on tokenised texts."""
+def score(
+    model,
+    encoded: Encoded,
+    context: int,
+    batch_tokens: int | str,
+    keep: TopK | None = None,
+    reference: TopK | None = None,
+) -> dict:
+    """Loss per reference token of `model` on tokenised texts. `keep` collects the model's
+    top-k log-probabilities (a 16-bit model's); `reference`, such a collection, adds the KL
+    from it, top-1 agreement and QiD in bits per byte (qid.divergence)."""
     if batch_tokens == "auto":
         batch_tokens = auto_batch_tokens(model, context)
     start = time.perf_counter()
-    nll = text_nll(model, encoded.token_ids, encoded.bos, context, batch_tokens)
+    track = keep if reference is None else Divergence(reference, len(encoded.token_ids))
+    nll = text_nll(model, encoded.token_ids, encoded.bos, context, batch_tokens, track)
+    if keep is not None:
+        keep.nll_per_text = nll
+    divergence = track.summary(nll, encoded.utf8_bytes) if reference is not None else {}
     return {
         "loss": float(nll.sum() / encoded.reference_tokens),
         "loss_per_model_token": float(nll.sum() / encoded.model_tokens),
@@ -121,14 +153,24 @@ def score(model, encoded: Encoded, context: int, batch_tokens: int | str) -> dic
         "seconds": round(time.perf_counter() - start, 3),
         "batch_tokens": batch_tokens,
         "nll_per_text": nll.tolist(),
+        "bytes": encoded.utf8_bytes,
+        **divergence,
     }
 
 
 def evaluate(
-    model, tokenizer, texts: list[str], context: int, batch_tokens: int, reference_tokenizer=None
+    model,
+    tokenizer,
+    texts: list[str],
+    context: int,
+    batch_tokens: int,
+    reference_tokenizer=None,
+    keep: TopK | None = None,
+    reference: TopK | None = None,
 ) -> dict:
     """Loss per reference token; the reference is the model's own tokenizer when None."""
-    return score(model, encode(tokenizer, texts, reference_tokenizer), context, batch_tokens)
+    encoded = encode(tokenizer, texts, reference_tokenizer)
+    return score(model, encoded, context, batch_tokens, keep, reference)
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:
@@ -183,11 +225,14 @@ def run(
     meta: dict | None = None,
     fake_quant: bool = False,
     settings: str | None = None,
+    kl_reference: dict[str, TopK] | None = None,
 ) -> list[dict]:
     """Evaluate one model (16-bit, or a quantized cell) on several eval sets, loading it once.
 
     Texts are tokenised with the 16-bit checkpoint's tokenizer, which its quantized cells share.
     settings: the digest of what the result was computed from (qid.cells), kept in each record.
+    kl_reference: by eval-set path; the 16-bit model's evaluation fills it (qid.divergence.TopK),
+    a quantized cell's reads it and adds kl, kl_se, top1_agreement and qid_bpb to its records.
     """
     from transformers import AutoModelForCausalLM
 
@@ -226,7 +271,12 @@ def run(
     records = []
     for text_path, out in zip(texts, outs, strict=True):
         encoded = _encoded(str(checkpoint), reference_tokenizer, Path(text_path))
-        result = score(model, encoded, context, batch_tokens)
+        keep = reference = None
+        if kl_reference is not None and method is None:
+            keep = kl_reference[str(text_path)] = TopK()
+        elif kl_reference is not None:
+            reference = kl_reference.get(str(text_path))
+        result = score(model, encoded, context, batch_tokens, keep, reference)
         record = {
             **{k: meta.get(k) for k in ("suite", "size", "step", "tokens", "n_params")},
             # The learning-rate schedule at the checkpoint (qid.schedule), where it is known.
@@ -257,6 +307,23 @@ def run(
         Path(out).write_text(dumps(record) + "\n")
         records.append(record)
     return records
+
+
+def kl_reference(checkpoint: Path, texts: list[Path], **evaluation) -> dict[str, TopK]:
+    """The 16-bit model's top-k log-probabilities on each eval set, for a cell evaluated in a
+    process of its own (`qid quantize --eval-out`, `qid evaluate --method`): one more 16-bit
+    evaluation, freed before the quantized model loads, so no second model is held."""
+    import gc
+    import tempfile
+
+    references: dict[str, TopK] = {}
+    with tempfile.TemporaryDirectory(prefix="qid-kl-") as tmp:
+        outs = [Path(tmp) / f"{i}.json" for i in range(len(texts))]
+        run(checkpoint, texts, outs, kl_reference=references, **evaluation)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return references
 
 
 def print_records(records: list[dict]) -> None:

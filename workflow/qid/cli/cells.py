@@ -12,11 +12,14 @@ from qid.cli.args import Subparsers, _cells, _json, evaluation_options, set_thre
 
 def _evaluate(args, outs: list[Path], method=None, bits=None, quantized=None) -> None:
     from qid.cells import EVALUATION_KEYS
-    from qid.evaluate import print_records, run
+    from qid.evaluate import kl_reference, print_records, run
 
     if len(args.texts) != len(outs):
         raise QidError(f"qid {args.command}: give one output JSON per --texts")
     evaluation = {k: getattr(args, k) for k in EVALUATION_KEYS}
+    references = None
+    if quantized is not None and not args.no_kl:  # the 16-bit model's top-k, for the KL
+        references = kl_reference(args.checkpoint, args.texts, **evaluation)
     print_records(
         run(
             args.checkpoint,
@@ -25,8 +28,17 @@ def _evaluate(args, outs: list[Path], method=None, bits=None, quantized=None) ->
             method=method,
             bits=bits,
             quantized=quantized,
+            kl_reference=references,
             **evaluation,
         )
+    )
+
+
+def _no_kl(s) -> None:
+    s.add_argument(
+        "--no-kl",
+        action="store_true",
+        help="skip the KL from the 16-bit model (saves its evaluation; qid.divergence)",
     )
 
 
@@ -52,6 +64,7 @@ def add_quantize(sub: Subparsers) -> None:
         help="evaluation JSON, one per --texts",
     )
     s.add_argument("--threads", type=int)
+    _no_kl(s)
     s.set_defaults(func=cmd_quantize)
 
 
@@ -136,6 +149,7 @@ def add_evaluate(sub: Subparsers) -> None:
         "--out", type=Path, action="append", required=True, help="JSON result, one per --texts"
     )
     s.add_argument("--threads", type=int)
+    _no_kl(s)
     s.set_defaults(func=cmd_evaluate)
 
 

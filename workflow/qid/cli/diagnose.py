@@ -151,7 +151,7 @@ def _diagnose_checkpoint(args, fits: dict | None, law: dict) -> None:
 
 
 def _print_measurement(checkpoint: Path, texts: Path, plan, base: dict, cells: list) -> None:
-    from qid.diagnose import quantized_layers
+    from qid.diagnose import divergence, quantized_layers
 
     print(
         f"{checkpoint}: N = {base['n_params']:,} non-embedding parameters, "
@@ -160,7 +160,8 @@ def _print_measurement(checkpoint: Path, texts: Path, plan, base: dict, cells: l
     for c in cells:
         print(
             f"  {c['method']} {c['bits']}-bit: QiD {c['qid']:.4g} (se {c['qid_se']:.2g}) "
-            f"nats, loss {c['loss_q']:.5f}{quantized_layers(c)}; {c['seconds']:.1f} s"
+            f"nats, loss {c['loss_q']:.5f}{quantized_layers(c)}; {c['seconds']:.1f} s\n"
+            f"    {divergence(c)}"
         )
     for method, info in plan.calibration_info.items():
         print(

@@ -54,6 +54,12 @@ def add_fit(sub: Subparsers) -> None:
     )
     s.add_argument("--starts", type=int, default=1, help="starting points (best cost kept)")
     s.add_argument(
+        "--metric",
+        choices=["qid", "kl"],
+        default="qid",
+        help="fit QiD (default) or the KL from the 16-bit model (table columns kl, kl_se)",
+    )
+    s.add_argument(
         "--bootstrap",
         type=int,
         default=0,
@@ -85,11 +91,12 @@ def cmd_fit(args) -> None:
         seed=args.seed,
         validation=args.validate,
         likelihood=args.likelihood,
+        metric=args.metric,
     )
     save(args.out, fits)
     u = fits["unified"]["params"]
     print(
-        "unified: "
+        ("unified (KL): " if args.metric == "kl" else "unified: ")
         + ", ".join(f"{k}={v['value']:.4g}" for k, v in u.items())
         + f"; R2(log)={fits['unified']['r2_log']:.3f}"
     )

@@ -107,6 +107,7 @@ def fit_all(
     seed: int = 0,
     validation: bool = False,
     likelihood: str = "log",
+    metric: str = "qid",
 ) -> dict:
     """Eq. (5)-(8) on one method and eval set; with several bit widths also Eq. (8) per bit
     width ("by_bits"); Eq. (8) per method at the bit widths several methods share, on the same
@@ -116,7 +117,13 @@ def fit_all(
     when asked. meta.range is the unified fit's domain.
     Rows whose checkpoint is flagged (column `flag`, qid.integrity) or whose loss collapsed
     (column `status`, qid.aggregate; "excluded" has "collapsed" where the table has `status`)
-    are left out of every fit and named in "excluded"."""
+    are left out of every fit and named in "excluded".
+    metric "kl" fits every law to the KL from the 16-bit model (columns kl, kl_se) in place of
+    QiD (qid.divergence); meta.metric says which."""
+    if metric == "kl":
+        if "kl" not in table.columns:
+            raise QidError("--metric kl: the table has no column kl (rerun qid aggregate)")
+        table = table.assign(qid=table["kl"], qid_se=table.get("kl_se", float("nan")))
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
         raise QidError(f"table lacks column(s) {', '.join(missing)} (needs {', '.join(REQUIRED)})")
@@ -154,6 +161,7 @@ def fit_all(
     fits["meta"] = {
         "method": method,
         "eval_set": eval_set,
+        "metric": metric,
         "rows": len(table),
         "space": "log" if likelihood == "log" else "linear",
         "likelihood": likelihood,
