@@ -33,7 +33,7 @@ def test_every_stage_has_help(stage, capsys):
     assert f"qid {stage}" in capsys.readouterr().out
 
 
-def test_fit_works_on_any_table_with_the_columns(tmp_path):
+def test_fit_works_on_any_table_with_the_columns(tmp_path, capsys):
     law = UnifiedLaw(k=0.03, alpha=0.25, beta=0.5, gamma=5.0)
     rng = np.random.default_rng(1)
     rows = [
@@ -44,7 +44,11 @@ def test_fit_works_on_any_table_with_the_columns(tmp_path):
     ]
     rows.append({"n_params": 1e6, "tokens": 1e9, "bits": 8, "qid": -0.001})
     pd.DataFrame(rows).to_parquet(tmp_path / "t.parquet")
-    main(["fit", "--table", str(tmp_path / "t.parquet"), "--out", str(tmp_path / "f.json")])
+    fit = ["fit", "--table", str(tmp_path / "t.parquet"), "--out", str(tmp_path / "f.json")]
+    with pytest.raises(SystemExit):  # the default likelihood needs each cell's qid_se
+        main(fit)
+    assert "qid_se column (or: --likelihood log)" in capsys.readouterr().err
+    main([*fit, "--likelihood", "log"])
     fits = json.loads((tmp_path / "f.json").read_text())
     assert set(fits) >= {"unified", "tokens", "size", "bits"}
     assert fits["unified"]["n_excluded"] == 1 and fits["unified"]["n_points"] == 36

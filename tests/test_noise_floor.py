@@ -75,10 +75,12 @@ def test_log_fit_is_biased_at_the_floor(fits, name):
     assert TRUE[name] - values.mean() > 4 * se_of_mean
 
 
-def test_fit_rule_passes_the_likelihood_only_when_set():
+def test_fit_rule_passes_the_likelihood_the_schema_default_when_unset():
+    from qid.config import load
     from qid.rule_args import fit_options
 
     config = {"seed": 0, "fit": {"method": "rtn", "eval_set": "sotu"}}
-    assert "--likelihood" not in fit_options(config)
-    config["fit"]["likelihood"] = "se"
-    assert fit_options(config).endswith("--likelihood se")
+    assert fit_options(config).endswith("--likelihood se")  # fit.likelihood's default
+    config["fit"]["likelihood"] = "log"
+    assert fit_options(config).endswith("--likelihood log")
+    assert load("config/config.yaml")["fit"]["likelihood"] == "se"

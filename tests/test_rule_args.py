@@ -59,10 +59,10 @@ def test_only_sets_from_the_corpus_split_depend_on_its_settings():
 
 def test_fit_options_and_bitnet_recipe():
     assert ra.fit_options(CONFIG) == (
-        "--confidence 0.95 --loss linear --bootstrap 1000 --seed 3 --validate "
+        "--confidence 0.95 --loss linear --bootstrap 1000 --seed 3 --validate  --likelihood se"
     )
     fit = {**CONFIG["fit"], "validate": False, "weighted": False}
-    assert ra.fit_options({**CONFIG, "fit": fit}).endswith("--seed 3  --unweighted")
+    assert ra.fit_options({**CONFIG, "fit": fit}).endswith("--seed 3  --unweighted --likelihood se")
     assert ra.bitnet_training(CONFIG, "s") == {"lr": 2.0, "context": 8}
 
 

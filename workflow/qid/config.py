@@ -17,7 +17,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from qid import QidError
@@ -70,6 +69,15 @@ def load_schema() -> dict:
     return schema
 
 
+def schema_key(*keys: str) -> dict:
+    """The schema of a config key, e.g. ("fit", "likelihood"): the one home of the choices and
+    the default a CLI option shares with the config."""
+    node = load_schema()
+    for key in keys:
+        node = node["properties"][key]
+    return node
+
+
 def _method_item(common: dict, options: dict[str, Option]) -> dict:
     """The schema of a method's block: the `common` keys plus `options` (no `default`: the
     backends apply it, so a config's options, and the cells' settings, stay as written)."""
@@ -99,6 +107,8 @@ class SchemaProblem:
 def schema_problem(instance: Any, node: dict, root: dict) -> SchemaProblem | None:
     """`instance` against the schema `node` of the schema `root` (whose definitions it may
     $ref); None when valid."""
+    import jsonschema  # here: the CLI reads the schema's defaults without validating anything
+
     validator = jsonschema.Draft202012Validator({**node, "definitions": root["definitions"]})
     error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
     if error is None:
@@ -381,6 +391,8 @@ def fill_defaults(config: dict) -> dict:
     """Fill in, in place, the schema's `default`s of the keys `config` (valid) leaves out, as
     Snakemake's `validate(config, schema)` did (jsonschema's extend-with-default recipe), each
     default a copy: the cached schema must not change."""
+    import jsonschema
+
     base = jsonschema.Draft202012Validator
     properties = base.VALIDATORS["properties"]
 

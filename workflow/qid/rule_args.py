@@ -12,6 +12,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 
 from qid import grid
+from qid.config import schema_key
 
 CORPUS_KEYS = ("corpus", "heldout_fraction")  # the settings of the corpus's seeded split
 
@@ -85,11 +86,10 @@ def fit_options(config: dict) -> str:
             f"--bootstrap {fit.get('bootstrap', 1000)} --seed {config['seed']}",
             "--validate" if fit.get("validate", True) else "",
             "" if fit.get("weighted", True) else "--unweighted",
+            f"--likelihood {fit.get('likelihood', schema_key('fit', 'likelihood')['default'])}",
         ]
     )
-    # Only when not the default, so that the default command line stays as it was.
-    likelihood = fit.get("likelihood", "log")
-    return options if likelihood == "log" else f"{options} --likelihood {likelihood}"
+    return options
 
 
 def bitnet_training(config: dict, suite: str) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from qid import grid
 from qid.cli.args import Subparsers, _data, load_fits, write_table
+from qid.config import schema_key
 from qid.strict_json import save
 
 
@@ -47,10 +48,11 @@ def add_fit(sub: Subparsers) -> None:
     )
     s.add_argument(
         "--likelihood",
-        choices=["log", "se"],
-        default="log",
-        help="log: least squares on log QiD, cells with QiD <= 0 dropped (default); se: every"
-        " cell in linear space with its qid_se, no truncation bias at the noise floor",
+        choices=schema_key("fit", "likelihood")["enum"],
+        default=schema_key("fit", "likelihood")["default"],
+        help="se: every cell in linear space with its qid_se, no truncation bias at the noise"
+        " floor; log: least squares on log QiD, cells with QiD <= 0 dropped (default: %(default)s,"
+        " config key fit.likelihood)",
     )
     s.add_argument("--starts", type=int, default=1, help="starting points (best cost kept)")
     s.add_argument(

@@ -30,7 +30,7 @@ def usable(table: pd.DataFrame, likelihood: str = "log") -> pd.Series:
     if likelihood == "log":
         return np.isfinite(q) & (q > 0)
     if "qid_se" not in table.columns:
-        raise QidError("the 'se' likelihood needs the table's qid_se column")
+        raise QidError("the 'se' likelihood needs the table's qid_se column (or: --likelihood log)")
     se = pd.to_numeric(table["qid_se"], errors="coerce")
     return np.isfinite(q) & np.isfinite(se) & (se > 0)
 

@@ -68,9 +68,19 @@ def draws_law(draws: np.ndarray) -> UnifiedLaw:
 
 
 def interval(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval over the first axis (the draws)."""
-    q = 50 * (1 - confidence), 50 * (1 + confidence)
-    return np.nanpercentile(values, q[0], axis=0), np.nanpercentile(values, q[1], axis=0)
+    """Percentile interval over the first axis (the draws). An end that falls among infinite
+    draws (D for a draw with beta near 0) is infinite, an open end, where interpolating between
+    two infinities would give NaN."""
+    ends = []
+    for q in (50 * (1 - confidence), 50 * (1 + confidence)):
+        with np.errstate(invalid="ignore"):
+            end = np.nanpercentile(values, q, axis=0)
+        if np.isnan(end).any():
+            end = np.where(
+                np.isnan(end), np.nanpercentile(values, q, axis=0, method="nearest"), end
+            )
+        ends.append(end)
+    return ends[0], ends[1]
 
 
 def predict_ci(
