@@ -15,7 +15,7 @@ from conftest import TEXTS
 from test_laws import TRUE, synthetic
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from qid import grid
+from qid import QidError, grid
 from qid.aggregate import aggregate
 from qid.divergence import TopK
 from qid.evaluate import encode, evaluate, score, windows
@@ -190,6 +190,9 @@ def test_fit_metric_kl_fits_the_kl_column():
         assert by_qid["unified"]["params"][name]["value"] == pytest.approx(
             getattr(TRUE, name), abs=0.05
         )
+    table.loc[3, "kl"] = np.nan  # a cell evaluated before KL was measured: not a KL of 0
+    with pytest.raises(QidError, match=r"1 cell\(s\) have no kl.*rerun"):
+        fit_all(table, metric="kl")
 
 
 @pytest.mark.parametrize("no_kl", [False, True])

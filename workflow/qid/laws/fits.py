@@ -138,6 +138,13 @@ def fit_all(
     selected = table
     table, collapsed = drop_collapsed(table)
     table, flagged = drop_flagged(table)
+    if metric == "kl" and table["qid"].isna().any():  # not a result: a record older than KL
+        first = table[table["qid"].isna()].iloc[0]
+        cell = "/".join(str(first[c]) for c in ("size", "step", "method", "bits") if c in first)
+        raise QidError(
+            f"--metric kl: {int(table['qid'].isna().sum())} cell(s) have no kl, e.g. {cell}"
+            " (evaluated before KL was measured: remove their eval records and rerun)"
+        )
     options = dict(
         confidence=confidence, weighted=weighted, loss=loss, starts=starts, likelihood=likelihood
     )
