@@ -166,7 +166,8 @@ def test_the_fits_leave_collapsed_cells_out_and_name_them(tmp_path):
 def test_fits_json_is_strict_json_with_collapsed_cells(tmp_path, capsys):
     collapsed_table().to_parquet(tmp_path / "t.parquet")
     out = tmp_path / "fits.json"
-    main(["fit", "--table", str(tmp_path / "t.parquet"), "--out", str(out), "--validate"])
+    table = ["--table", str(tmp_path / "t.parquet"), "--likelihood", "log"]  # no qid_se
+    main(["fit", *table, "--out", str(out), "--validate"])
     fits = strict(out.read_text())
     assert len(fits["excluded"]["collapsed"]) == 2
     printed = capsys.readouterr().out

@@ -303,7 +303,8 @@ def test_cli_fit_table1_diagnose(tmp_path, capsys):
     table.to_parquet(tmp_path / "t.parquet")
     fits_path = tmp_path / "fits.json"
     main(["fit", "--table", str(tmp_path / "t.parquet"), "--out", str(fits_path)]
-         + ["--bootstrap", "100", "--validate", "--loss", "huber"])  # fmt: skip
+         + ["--bootstrap", "100", "--validate", "--loss", "huber"]
+         + ["--likelihood", "log"])  # fmt: skip
     fits = json.loads(fits_path.read_text())
     assert fits["unified"]["bootstrap"]["n"] == 100 and fits["meta"]["loss"] == "huber"
     assert "validation" in fits and "held out" in capsys.readouterr().out
