@@ -76,10 +76,10 @@ fi
 
 step throughput 150 "$PYTHON" benchmarks/gpu_throughput.py "${throughput[@]}" \
   --json "$work/throughput.json"
-step prepare 60 "$PYTHON" benchmarks/gpu_check.py prepare "$work" "${shape[@]}"
+step prepare 90 "$PYTHON" benchmarks/gpu_check.py prepare "$work" "${shape[@]}"
 step base 45 "$PYTHON" -m qid.cli evaluate --checkpoint "$work/model" \
   --texts "$work/eval.parquet" --out "$work/eval_base.json" "${eval_args[@]}" --threads "$threads"
-step cell 240 "$PYTHON" -m qid.cli quantize --checkpoint "$work/model" --method gptq --bits 4 \
+step cell 300 "$PYTHON" -m qid.cli quantize --checkpoint "$work/model" --method gptq --bits 4 \
   --out "$work/gptq-4bit" --record "$work/record.json" --calibration "$work/calibration.parquet" \
   --options "$options" --texts "$work/eval.parquet" --eval-out "$work/eval_gptq.json" \
   "${eval_args[@]}" --threads "$threads"
