@@ -65,12 +65,12 @@ else
   options='{"group_size": 128, "desc_act": false, "damp_percent": 0.01, "calibration_length": 256}'
 fi
 
-"$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-if ! "$PYTHON" -c "import gptqmodel" >/dev/null 2>&1; then
+timeout -k 5 60 "$PYTHON" -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
+if ! timeout -k 5 60 "$PYTHON" -c "import gptqmodel" >/dev/null 2>&1; then
   if [ -n "${QID_WHEELS:-}" ]; then
     step install_gptqmodel 90 "$PYTHON" -m pip install --no-index --find-links "$QID_WHEELS" gptqmodel
   else
-    echo "gptqmodel is not installed: step cell will fail (ModuleNotFoundError); see QID_WHEELS"
+    echo "gptqmodel not importable: step cell will fail (ModuleNotFoundError); see QID_WHEELS"
   fi
 fi
 
