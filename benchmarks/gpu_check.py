@@ -1,10 +1,11 @@
 """The two Python steps of `benchmarks/gpu_check.sh`: build its inputs, then report its figures.
 
-    python benchmarks/gpu_check.py prepare DIR [--tiny]   # model, tokenizer, texts under DIR
+    python benchmarks/gpu_check.py prepare DIR [--shape 1b|160m|tiny]   # model, texts under DIR
     python benchmarks/gpu_check.py report DIR             # DIR's results -> summary, JSON
 
 `prepare` saves a seeded random-init GPT-NeoX of Pythia-1b's shape (hidden 2,048, 16 layers,
-8 heads, vocabulary 50,304; `--tiny`: hidden 64, 2 layers, vocabulary 512) in fp32 as `qid train`
+8 heads, vocabulary 50,304; `--shape 160m`: Pythia-160m's; `--shape tiny`: hidden 64, 2 layers,
+vocabulary 512) in fp32 as `qid train`
 saves a checkpoint (weights, tokenizer, qid metadata), with a byte-level BPE trained on generated
 text (the device machine has no corpus package and no network) and two texts parquets:
 calibration (GPTQ) and eval. The texts are generated pseudo-words: a random-init model's loss
@@ -27,9 +28,13 @@ import common
 
 SHAPES = {  # (hidden, layers, heads, vocabulary, tokenizer vocabulary)
     "1b": (2048, 16, 8, 50304, 4096),
+    "160m": (768, 12, 12, 50304, 4096),
     "tiny": (64, 2, 2, 512, 400),
 }
-N_CALIBRATION, N_EVAL = 32, 16  # texts; ~300 and ~100 words each
+# Texts, ~300 and ~100 words each. qid's GPTQ runs on CPU, and its time is mostly the calibration
+# tokens' forwards and Hessians (a profile at 160m): 16 x ~330 tokens (GPTQModel recommends more)
+# and 8 eval texts (~2.6k tokens) keep a 1b cell near 2-3 minutes on 16 cores (an estimate).
+N_CALIBRATION, N_EVAL = 16, 8
 
 
 def generated_texts(n: int, words: int, seed: int) -> list[str]:
@@ -45,7 +50,7 @@ def generated_texts(n: int, words: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(lexicon, size=k, p=p)) + "." for k in sizes]
 
 
-def prepare(root: Path, tiny: bool) -> None:
+def prepare(root: Path, shape: str) -> None:
     import pandas as pd
     import torch
     from transformers import GPTNeoXForCausalLM
@@ -53,7 +58,7 @@ def prepare(root: Path, tiny: bool) -> None:
     from qid.checkpoints import model_config
     from qid.data import train_tokenizer
 
-    hidden, layers, heads, vocab, tok_vocab = SHAPES["tiny" if tiny else "1b"]
+    hidden, layers, heads, vocab, tok_vocab = SHAPES[shape]
     calibration = generated_texts(N_CALIBRATION, 300, common.SEED)
     evaluation = generated_texts(N_EVAL, 100, common.SEED + 1)
     tokenizer = train_tokenizer(calibration, tok_vocab)
@@ -155,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("what", choices=["prepare", "report"])
     p.add_argument("dir", type=Path)
-    p.add_argument("--tiny", action="store_true", help="tiny shapes (a code-path check on CPU)")
+    p.add_argument("--shape", choices=list(SHAPES), default="1b", help="tiny: a code-path check")
     args = p.parse_args(argv)
     common.quiet_logs()
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.what == "prepare":
-        prepare(args.dir, args.tiny)
+        prepare(args.dir, args.shape)
         return 0
     return report(args.dir)
 

@@ -14,10 +14,11 @@
 #   bash benchmarks/gpu_check.sh            # on the GPU machine, from the repository root
 #   bash benchmarks/gpu_check.sh --tiny     # tiny shapes on CPU: every code path, ~1 minute
 #
-# QID_GPU_CHECK_TINY=1 is the same as --tiny; PYTHON picks the interpreter (default: .venv's if
-# there is one, else python3); QID_WHEELS names a folder of wheels to install GPTQModel from when
-# the machine lacks it (pip install --no-index; the device image has torch and transformers but
-# no GPTQModel).
+# QID_GPU_CHECK_TINY=1 is the same as --tiny. QID_GPU_CHECK_CELL=160m builds the model of steps
+# 2-4 in Pythia-160m's shape instead (qid's GPTQ quantizes, packs and evaluates on CPU: a 1b cell
+# may not fit the budget, see NOTES-i14-gpu.md). PYTHON picks the interpreter (default: .venv's
+# if there is one, else python3). QID_WHEELS names a folder of wheels to install GPTQModel from
+# (pip install --no-index; the device image has torch and transformers but no GPTQModel).
 set -u
 cd "$(dirname "$0")/.."
 tiny="${QID_GPU_CHECK_TINY:-0}"
@@ -54,12 +55,12 @@ step() {
 }
 
 if [ "$tiny" = 1 ]; then
-  shape=(--tiny)
+  cell=tiny
   throughput=(--device cpu --sizes tiny --context 32 --seconds 0 --batches 1 --dtype float32)
   eval_args=(--context 64 --batch-tokens 512)
   options='{"group_size": 32, "desc_act": false, "damp_percent": 0.01, "calibration_length": 64}'
 else
-  shape=()
+  cell="${QID_GPU_CHECK_CELL:-1b}"
   throughput=(--sizes 160m 1b --seconds 8)
   eval_args=(--context 2048 --batch-tokens 8192)
   options='{"group_size": 128, "desc_act": false, "damp_percent": 0.01, "calibration_length": 256}'
@@ -76,7 +77,7 @@ fi
 
 step throughput 150 "$PYTHON" benchmarks/gpu_throughput.py "${throughput[@]}" \
   --json "$work/throughput.json"
-step prepare 90 "$PYTHON" benchmarks/gpu_check.py prepare "$work" "${shape[@]}"
+step prepare 90 "$PYTHON" benchmarks/gpu_check.py prepare "$work" --shape "$cell"
 step base 45 "$PYTHON" -m qid.cli evaluate --checkpoint "$work/model" \
   --texts "$work/eval.parquet" --out "$work/eval_base.json" "${eval_args[@]}" --threads "$threads"
 step cell 300 "$PYTHON" -m qid.cli quantize --checkpoint "$work/model" --method gptq --bits 4 \
