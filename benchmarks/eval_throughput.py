@@ -14,6 +14,17 @@ must agree; the script exits non-zero if they differ by more than 1e-4 nats per 
 Tokenisation is done once, outside both timings. Each side is warmed up first, and with
 `--repeats` > 1 the order alternates and the median time is used.
 
+Against the machine: a third side, a bare chain of `torch.matmul` over the model's own weight
+tensors (every `nn.Linear`: per layer QKV, attention out, MLP up and down, then the output head),
+on inputs of the evaluator's tokens per forward (`--batch-tokens` rounded down to whole windows),
+same dtype, device and torch threads, as many forwards as it takes to cover the evaluator's
+tokens. Both sides are counted alike, 2 x (weights of those linear maps) x tokens: the evaluator's
+tokens are those it feeds the model (window tokens, BOS and the one-token overlaps included,
+padding not), so padding is its loss; attention's score/value products, layer norms, biases and
+the cross-entropy are done by the evaluator but counted on neither side, so the fraction
+understates it slightly. The last line is the evaluator's FLOP/s as a fraction of the chain's
+(goal >= 0.8): how close the evaluator gets to what the machine's matmuls do on these shapes.
+
 Model: the largest trained checkpoint under results/ (and results/data/eval/sotu.parquet) if the
 study has been run, else a seeded random-init GPT-NeoX of the shape given (default: the default
 study's largest size, hidden 256, 4 layers, vocabulary 4,096) on the default study's in-domain
@@ -66,6 +77,32 @@ def generated_ids(n_texts: int, vocab: int, seed: int) -> list[list[int]]:
     return [rng.integers(1, vocab, size=n).tolist() for n in lengths]
 
 
+def matmul_chain(model, tokens: int):
+    """(forward, matmul weights): a bare matmul per linear map of `model`, on `tokens` rows."""
+    import torch
+
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    w0 = weights[0]
+    inputs = {
+        n: torch.randn(tokens, n, dtype=w0.dtype, device=w0.device)
+        for n in {w.shape[1] for w in weights}
+    }
+
+    @torch.inference_mode()
+    def forward() -> None:
+        for w in weights:  # x @ W^T, as nn.Linear multiplies (bias left out)
+            torch.matmul(inputs[w.shape[1]], w.T)
+
+    return forward, sum(w.numel() for w in weights)
+
+
+def fed_tokens(token_ids: list[list[int]], bos: int, context: int) -> int:
+    """Tokens the evaluator feeds the model: every window's length (padding not counted)."""
+    from qid.evaluate import windows
+
+    return sum(len(w) for ids in token_ids for w in windows(ids, bos, context))
+
+
 def load_inputs(args) -> tuple[object, list[list[int]], int, str]:
     """(model, token ids, BOS id, description of what was loaded)."""
     import torch
@@ -97,13 +134,25 @@ def load_inputs(args) -> tuple[object, list[list[int]], int, str]:
     return model, token_ids, bos, what + f", {len(texts)} held-out sotu paragraphs"
 
 
+def timed(runs: dict, repeats: int, sync) -> dict[str, list[float]]:
+    """Seconds of each run per repeat, the order alternating (after r runs, r-th reversed)."""
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(repeats):
+        for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
+            start = time.perf_counter()
+            runs[name]()
+            sync()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     common.add_model_args(p)
     p.add_argument("--n-texts", type=int, default=200)
     p.add_argument("--context", type=int, default=128, help="config evaluate.context")
     p.add_argument("--batch-tokens", type=int, default=2048, help="config evaluate.batch_tokens")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for all sides")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available); fp32 either way")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each side (alternating)")
     args = p.parse_args(argv)
@@ -118,36 +167,58 @@ def main(argv: list[str] | None = None) -> int:
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     n_tokens = sum(len(ids) for ids in token_ids)
     n_windows = sum(-(-len(ids) // (args.context - 1)) for ids in token_ids)
+    fed = fed_tokens(token_ids, bos, args.context)
+    rows = max(1, args.batch_tokens // args.context)
+    chain, chain_params = matmul_chain(model, rows * args.context)
+    n_chain = -(-fed // (rows * args.context))  # forwards covering the evaluator's tokens
     print(f"machine: {common.machine()}, device {device}, torch threads {args.threads}")
     print(f"model: {what}; attention {model.config._attn_implementation}")
     print(f"texts: {len(token_ids)}, {n_tokens} predicted tokens, {n_windows} windows")
+    print(
+        f"matmul chain: {chain_params / 1e6:.2f}M weights in linear maps (head included), "
+        f"{rows * args.context} tokens per forward x {n_chain}; the evaluator feeds {fed} tokens"
+    )
 
-    runs = {
-        "qid": lambda ids: qid_nll(model, ids, bos, args.context, args.batch_tokens),
-        "naive": lambda ids: naive_nll(model, ids, bos, args.context),
-    }
-    for run in runs.values():  # warm-up: first-call allocations, kernel selection
-        run(token_ids[:8])
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
     nll: dict[str, float] = {}
-    for r in range(args.repeats):
-        for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
-            start = time.perf_counter()
-            nll[name] = runs[name](token_ids)
-            sync()
-            seconds[name].append(time.perf_counter() - start)
 
-    rate = {name: n_tokens / common.median(s) for name, s in seconds.items()}
-    loss = {name: nll[name] / n_tokens for name in runs}
+    def run_qid(ids=token_ids) -> None:
+        nll["qid"] = qid_nll(model, ids, bos, args.context, args.batch_tokens)
+
+    def run_naive(ids=token_ids) -> None:
+        nll["naive"] = naive_nll(model, ids, bos, args.context)
+
+    def run_chain(n=n_chain) -> None:
+        for _ in range(n):
+            chain()
+
+    runs = {"qid": run_qid, "naive": run_naive, "chain": run_chain}
+    for warm_up in (lambda: run_qid(token_ids[:8]), lambda: run_naive(token_ids[:8]), chain):
+        warm_up()  # first-call allocations, kernel selection
+    sync()
+    seconds = timed(runs, args.repeats, sync)
+
+    rate = {name: n_tokens / common.median(s) for name, s in seconds.items() if name != "chain"}
+    loss = {name: nll[name] / n_tokens for name in rate}
     diff = abs(loss["qid"] - loss["naive"])
-    for name in runs:
+    for name in rate:
         print(
             f"{name:>5}: {common.median(seconds[name]):7.2f} s  {rate[name]:9.0f} tokens/s  "
             f"loss {loss[name]:.6f} nats/token"
         )
+    chain_work = 2 * chain_params * n_chain * rows * args.context  # FLOP per chain run
+    flops_qid = 2 * chain_params * fed / common.median(seconds["qid"])
+    flops_chain = chain_work / common.median(seconds["chain"])
+    # The fastest runs too: on a shared machine they are the least disturbed.
+    best = 2 * chain_params * fed / min(seconds["qid"]) / (chain_work / min(seconds["chain"]))
+    print(
+        f"chain: {common.median(seconds['chain']):7.2f} s  {flops_chain / 1e9:.1f} GFLOP/s; "
+        f"evaluator {flops_qid / 1e9:.1f} GFLOP/s (2 x linear weights x tokens, both sides); "
+        f"fraction of the fastest runs {best:.2f}"
+    )
     print(f"loss difference: {diff:.2e} nats/token (limit {MAX_LOSS_DIFF:g})")
     ratio = rate["qid"] / rate["naive"]
     print(f"eval throughput ratio (qid / naive loop): {ratio:.2f}x (goal >= 3x)")
+    print(f"evaluator FLOP/s / matmul chain FLOP/s: {flops_qid / flops_chain:.2f} (goal >= 0.8)")
     if diff > MAX_LOSS_DIFF:
         print(f"FAIL: losses differ by {diff:.2e} > {MAX_LOSS_DIFF:g} nats/token", file=sys.stderr)
         return 1

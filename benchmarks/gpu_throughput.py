@@ -15,9 +15,15 @@ of N at 160m, 13% at 1b) and attention's context-dependent FLOPs, so the fractio
 with the head counted (N + head), the fairer measure of the GPU's work. Weights are random: the
 time of a forward does not depend on their values.
 
-Peak dense bf16 FLOP/s by device name (without sparsity): H100 SXM and H200 989 TFLOP/s, H100
-PCIe 756, A100 312; `--peak-tflops` for another. Without a GPU it prints that nothing was
-measured and exits 0.
+Peak dense bf16 FLOP/s by `torch.cuda.get_device_name()` (NVIDIA's datasheets, without
+sparsity): H100 SXM ("NVIDIA H100 80GB HBM3") and H200 ("NVIDIA H200") 989 TFLOP/s, H100 NVL and
+H200 NVL 835, H100 PCIe ("NVIDIA H100 PCIe") 756, A100 312; `--peak-tflops` for another. Beside
+the datasheet it also times a bare square matmul (`--matmul-size`, 8,192 on a GPU: what the chip
+reaches in practice, ~790 TFLOP/s on an H100 SXM or H200 at this workplace) and prints the
+fraction of that. The last line: the largest size's tokens/s and its fraction of the datasheet
+peak counting the head (goal >= 0.5 on Pythia-1b shapes at context 2048). `--json PATH` also
+writes the figures as JSON. Without a GPU it prints that nothing was measured and exits 0;
+`--device cpu --sizes tiny` runs every code path on tiny shapes (no peak: fraction n/a).
 
     python benchmarks/gpu_throughput.py
 """
@@ -25,8 +31,10 @@ measured and exits 0.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 import common
 
@@ -36,11 +44,12 @@ SIZES = {  # Pythia's shapes (hidden, layers, heads); "tiny" only exercises the 
     "tiny": (64, 2, 2),
 }
 VOCAB = 50304
-PEAK_TFLOPS = [  # dense bf16, first match on the device name wins
+PEAK_TFLOPS = [  # dense bf16, first match on the device name wins (so NVL/PCIe come first)
     ("H100 PCIe", 756.0),
-    ("H100", 989.0),
-    ("H200", 989.0),
-    ("GH200", 989.0),
+    ("H100 NVL", 835.0),
+    ("H200 NVL", 835.0),
+    ("H100", 989.0),  # SXM: "NVIDIA H100 80GB HBM3"
+    ("H200", 989.0),  # "NVIDIA H200", also GH200
     ("A100", 312.0),
 ]
 BYTES_PER_LOGIT = 10  # bf16 logits (2) + their fp32 copy (4) + fp32 log-softmax (4)
@@ -51,6 +60,22 @@ def peak_tflops(name: str) -> float | None:
         if key.lower() in name.lower():
             return peak
     return None
+
+
+def matmul_tflops(device: str, dtype, n: int, repeats: int = 10) -> float:
+    """TFLOP/s of a bare n x n x n matmul (random data, 3 warm-ups, mean of `repeats`)."""
+    import torch
+
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(3):
+        a @ b
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
 def batch_tokens_for(free_bytes: int, vocab: int, hidden: int, context: int, share: float) -> int:
@@ -132,6 +157,22 @@ def measure(args, size: str, device: str, dtype) -> dict:
     }
 
 
+def fraction(flops: float, tflops: float | None) -> str:
+    return f"{flops / (tflops * 1e12):.1%}" if tflops else "n/a"
+
+
+def report(r: dict, peak: float | None, matmul: float | None) -> str:
+    """One size's line: tokens/s, FLOP/s as 2N and with the head, fractions of both peaks."""
+    return (
+        f"{r['size']:>5}: N {r['n_params'] / 1e6:.1f}M (+ head {r['head'] / 1e6:.1f}M), "
+        f"batch {r['batch_tokens']} tokens, {r['tokens_per_s']:,.0f} tokens/s, "
+        f"{r['flops'] / 1e12:.1f} TFLOP/s = {fraction(r['flops'], peak)} of peak "
+        f"({r['flops_with_head'] / 1e12:.1f} TFLOP/s = {fraction(r['flops_with_head'], peak)} "
+        f"counting the head, {fraction(r['flops_with_head'], matmul)} of the bare matmul), "
+        f"peak memory {r['peak_mem_gib']:.1f} GiB"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=["160m", "1b"], choices=list(SIZES))
@@ -142,45 +183,47 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="minimum timed seconds per size")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--peak-tflops", type=float, help="the device's peak (default: by name)")
+    p.add_argument("--matmul-size", type=int, help="bare matmul n (default 8192 GPU, 256 CPU)")
     p.add_argument("--device", help="default cuda; cpu only checks the code path")
+    p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
 
     common.quiet_logs()
     import torch
 
     device = args.device or "cuda"
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    cuda = device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
         print(f"machine: {common.machine()}")
         print("no GPU available: not measured")
         return 0
-    if device.startswith("cuda"):
-        name = torch.cuda.get_device_name()
-        torch.backends.cuda.matmul.allow_tf32 = True
-    else:
-        name = common.machine()
-    peak = args.peak_tflops or (peak_tflops(name) if device.startswith("cuda") else None)
+    name = torch.cuda.get_device_name() if cuda else common.machine()
+    peak = args.peak_tflops or (peak_tflops(name) if cuda else None)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True  # only --dtype float32 uses it
     dtype = getattr(torch, args.dtype)
-    print(f"device: {name}; peak {peak or 'unknown'} TFLOP/s ({args.dtype} dense)")
+    matmul_n = args.matmul_size or (8192 if cuda else 256)
+    matmul = matmul_tflops(device, dtype, matmul_n)
+    print(f"device: {name}; peak {peak or 'unknown'} TFLOP/s ({args.dtype} dense, datasheet)")
+    print(
+        f"bare {matmul_n}^3 matmul: {matmul:.1f} TFLOP/s = {fraction(matmul * 1e12, peak)} of peak"
+    )
     print(f"torch {torch.__version__}, context {args.context}, attention sdpa, {args.dtype}")
     results = []
     for size in args.sizes:
-        r = measure(args, size, device, dtype)
-        results.append(r)
-        frac = f"{r['flops'] / (peak * 1e12):.1%}" if peak else "n/a"
-        frac_head = f"{r['flops_with_head'] / (peak * 1e12):.1%}" if peak else "n/a"
-        print(
-            f"{size:>5}: N {r['n_params'] / 1e6:.1f}M (+ head {r['head'] / 1e6:.1f}M), "
-            f"batch {r['batch_tokens']} tokens, {r['tokens_per_s']:,.0f} tokens/s, "
-            f"{r['flops'] / 1e12:.1f} TFLOP/s = {frac} of peak "
-            f"({r['flops_with_head'] / 1e12:.1f} TFLOP/s = {frac_head} counting the head), "
-            f"peak memory {r['peak_mem_gib']:.1f} GiB"
-        )
-    summary = ", ".join(
-        f"{r['size']} {r['tokens_per_s']:,.0f} tok/s = "
-        + (f"{r['flops'] / (peak * 1e12):.1%}" if peak else "n/a")
-        for r in results
+        results.append(measure(args, size, device, dtype))
+        print(report(results[-1], peak, matmul))
+    if args.json:
+        figures = {"device": name, "peak_tflops": peak, "matmul_tflops": matmul}
+        sizes = [{k: None if v != v else v for k, v in r.items()} for r in results]  # NaN: None
+        args.json.write_text(json.dumps({**figures, "context": args.context, "sizes": sizes}))
+    last = results[-1]
+    print(
+        f"gpu eval throughput, {last['size']} shapes, context {args.context}: "
+        f"{last['tokens_per_s']:,.0f} tokens/s = {fraction(last['flops_with_head'], peak)} of "
+        f"{args.dtype} dense peak counting the head ({fraction(last['flops'], peak)} as 2N; "
+        f"{fraction(last['flops_with_head'], matmul)} of the bare matmul) (goal >= 50%)"
     )
-    print(f"gpu eval throughput (2*N*tokens/s / peak): {summary}")
     return 0
 
 

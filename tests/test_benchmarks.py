@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ sys.path.insert(0, str(BENCH))
 import dryrun_scaling  # noqa: E402
 import end_to_end  # noqa: E402
 import eval_throughput  # noqa: E402
+import gpu_check  # noqa: E402
 import gpu_throughput  # noqa: E402
 import quantize_overhead  # noqa: E402
 
@@ -31,7 +33,20 @@ def test_naive_loop_and_evaluator_agree_on_multi_window_texts():
 def test_eval_throughput_runs(capsys):
     argv = ["--random", "--hidden", "32", "--layers", "1", "--heads", "1", "--vocab", "300"]
     assert eval_throughput.main([*argv, "--n-texts", "6", "--repeats", "1"]) == 0
-    assert "eval throughput ratio" in capsys.readouterr().out.splitlines()[-1]
+    lines = capsys.readouterr().out.splitlines()
+    assert "eval throughput ratio" in lines[-2]
+    assert lines[-1].startswith("evaluator FLOP/s / matmul chain FLOP/s: ")
+    assert float(lines[-1].split(": ")[1].split()[0]) > 0
+
+
+def test_matmul_chain_has_the_models_linear_maps():
+    import common
+
+    model = common.random_model(32, 2, 2, 300, 16)  # intermediate 4 x 32
+    _, n_weights = eval_throughput.matmul_chain(model, 8)
+    per_layer = 32 * 96 + 32 * 32 + 32 * 128 + 128 * 32  # QKV, attention out, MLP up, down
+    assert n_weights == 2 * per_layer + 32 * 300  # plus the head
+    assert eval_throughput.fed_tokens([[1] * 30], 0, 16) == 16 + 16  # 31 tokens: 2 windows
 
 
 def test_eval_throughput_on_a_checkpoint(tiny_checkpoint, capsys):
@@ -87,6 +102,44 @@ def test_batch_tokens_from_memory():
     tokens = gpu_throughput.batch_tokens_for(80 * 10**9, 50304, 768, 2048, 0.5)
     assert tokens % 2048 == 0 and 30_000 < tokens < 80_000
     assert gpu_throughput.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+
+
+def test_peak_table_names_the_lent_gpus():
+    assert gpu_throughput.peak_tflops("NVIDIA H200") == 989.0
+    assert gpu_throughput.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert gpu_throughput.peak_tflops("NVIDIA H100 NVL") == 835.0
+    assert gpu_throughput.peak_tflops("NVIDIA GeForce RTX 4090") is None
+
+
+def test_gpu_check_report_names_failed_steps(tmp_path, monkeypatch, capsys):
+    (tmp_path / "steps.tsv").write_text("throughput\t0\t41.2\ncell\t124\t240.0\n")
+    size = {"size": "1b", "tokens_per_s": 1e5, "flops_with_head": 494.5e12, "flops": 4e14}
+    throughput = {"device": "NVIDIA H200", "peak_tflops": 989.0, "context": 2048, "sizes": [size]}
+    (tmp_path / "throughput.json").write_text(json.dumps(throughput))
+    monkeypatch.setenv("OUT", str(tmp_path))
+    assert gpu_check.report(tmp_path) == 1  # the cell timed out
+    out = capsys.readouterr().out
+    assert "step cell: TIMEOUT, 240.0 s" in out and "50.0% of peak" in out
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert saved["throughput"]["fraction_of_peak"] == pytest.approx(0.5)
+    assert saved["cell"]["quantize_s"] is None
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_every_step_on_tiny_shapes(tmp_path):
+    # The whole device script on CPU (~40-60 s): throughput, prepare, 16-bit eval, GPTQ cell.
+    import os
+    import subprocess
+
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
+    run = subprocess.run(
+        ["bash", str(BENCH / "gpu_check.sh"), "--tiny"], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert set(saved["steps"]) == {"throughput", "prepare", "base", "cell"}
+    assert saved["cell"]["quantize_s"] > 0 and saved["cell"]["evaluate_s"] > 0
+    assert saved["cell"]["qid"] is not None
 
 
 def test_the_zoo_table_measures_or_names_the_refusal():
