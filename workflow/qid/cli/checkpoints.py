@@ -190,13 +190,13 @@ def add_bitnet(sub: Subparsers) -> None:
     s.add_argument("--bits", type=int, default=2, help="bit width of the PTQ compared")
     s.add_argument("--out-md", type=Path)
     s.add_argument("--out-csv", type=Path)
-    s.set_defaults(func=cmd_bitnet, needs=lambda a: ["pandas", "qid.bitnet", "qid.data"])
+    s.set_defaults(func=cmd_bitnet, needs=lambda a: ["pandas", "qid.bitnet_table", "qid.data"])
 
 
 def cmd_bitnet(args) -> None:
     import pandas as pd
 
-    from qid.bitnet import compare, read_evals, to_markdown
+    from qid.bitnet_table import compare, read_evals, to_markdown
     from qid.data import read_table
 
     evals = read_evals(args.evals)
