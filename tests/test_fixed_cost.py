@@ -131,3 +131,21 @@ def test_the_import_only_list_covers_what_a_real_run_loads(tmp_path):
     real = loaded(args, import_only=False, cwd=tmp_path)
     assert (tmp_path / "t.md").exists()  # it ran
     assert loaded(args, cwd=tmp_path) == real
+
+
+def test_a_real_training_run_loads_what_its_import_only_run_does(tmp_path, tokenizer):
+    """No drift on the heaviest stage: `qid train` run for real (two steps of a tiny model, as
+    the `qid` script: torchao kept out) trains, and loads the same heavy libraries."""
+    import numpy as np
+
+    tokenizer.save_pretrained(tmp_path / "tok")
+    text = " ".join(["the state of the union is strong and the people are free"] * 400)
+    np.save(tmp_path / "ids.npy", np.array(tokenizer(text)["input_ids"], dtype=np.uint16))
+    training = '{"batch_size":4,"betas":[0.9,0.95],"context":32,"lr":0.002,"min_lr_ratio":0.1,'
+    training += '"rotary_pct":0.25,"warmup_steps":1,"weight_decay":0.1}'
+    args = ["train", *TRAIN[:6], "--training", training, "--steps", "2,3", "--seed", "0"]
+    args += ["--train-ids", "ids.npy", "--tokenizer", "tok", "--out", "ckpt", "--log", "t.parquet"]
+    real = loaded(args, import_only=False, cwd=tmp_path)
+    assert (tmp_path / "ckpt" / "step3").is_dir()  # it trained
+    assert "torchao" not in real
+    assert loaded(args, cwd=tmp_path) == real
