@@ -2,8 +2,10 @@
 commands (printed in its log), so any grid cell can be rerun by hand with the same command.
 
 Heavy libraries are imported inside the commands so that `qid --help` and the light stages
-(aggregate, fit, figures) start fast. Each stage group's module holds its commands' arguments
-beside their handlers; this package only parses, dispatches and turns errors into one line.
+(aggregate, fit, figures) start fast; each command lists what it loads (`qid.cli.imports`),
+and QID_IMPORT_ONLY=1 loads that and exits, to time a job's fixed cost. Each stage group's
+module holds its commands' arguments beside their handlers; this package only parses,
+dispatches and turns errors into one line.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import sys
 
 from qid import QidError
-from qid.cli import cells, checkpoints, data, diagnose, results
+from qid.cli import cells, checkpoints, data, diagnose, imports, results
 
 # Every command and the module that defines it, in the order `qid --help` lists them.
 COMMANDS = {
@@ -48,6 +50,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    entries = args.needs(args) if hasattr(args, "needs") else []
+    if imports.import_only():
+        imports.load(entries)
+        raise SystemExit(0)
+    if argv is None:  # qid owns the process (the `qid` script): keep out what it never uses
+        imports.keep_out(entries)
     try:
         args.func(args)
     except (QidError, FileNotFoundError) as err:

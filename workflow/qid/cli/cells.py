@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 
 from qid import QidError, grid
+from qid.cli import imports
 from qid.cli.args import Subparsers, _cells, _json, evaluation_options, set_threads
+
+
+def _needs(methods) -> list[str]:
+    """The libraries a cell command loads (qid.cli.imports): the evaluator and the model
+    classes, then each method's backend and library (a 16-bit evaluation: none)."""
+    return [*imports.methods(m for m in methods if m), "qid.cells", "qid.data", *imports.MODEL]
 
 
 def _evaluate(args, outs: list[Path], method=None, bits=None, quantized=None) -> None:
@@ -65,7 +72,7 @@ def add_quantize(sub: Subparsers) -> None:
     )
     s.add_argument("--threads", type=int)
     _no_kl(s)
-    s.set_defaults(func=cmd_quantize)
+    s.set_defaults(func=cmd_quantize, needs=lambda a: _needs([a.method]))
 
 
 def cmd_quantize(args) -> None:
@@ -111,7 +118,7 @@ def add_cells(sub: Subparsers) -> None:
         help="delete each cell's quantized model once evaluated (the workflow's default)",
     )
     s.add_argument("--threads", type=int)
-    s.set_defaults(func=cmd_cells)
+    s.set_defaults(func=cmd_cells, needs=lambda a: _needs(m for m, _ in a.cells))
 
 
 def cmd_cells(args) -> None:
@@ -150,7 +157,7 @@ def add_evaluate(sub: Subparsers) -> None:
     )
     s.add_argument("--threads", type=int)
     _no_kl(s)
-    s.set_defaults(func=cmd_evaluate)
+    s.set_defaults(func=cmd_evaluate, needs=lambda a: _needs([a.method]))
 
 
 def cmd_evaluate(args) -> None:

@@ -7,7 +7,22 @@ import json
 from pathlib import Path
 
 from qid import grid
+from qid.cli import imports
 from qid.cli.args import Subparsers, _cells, _json, _steps, write_table
+
+# The libraries each command loads (qid.cli.imports). Training builds the concrete GPT-NeoX
+# class (no quantization library; torchao kept out).
+TRAIN = (
+    imports.NO_TORCHAO,
+    "torch",
+    "pandas",
+    "tqdm",
+    "qid.checkpoints",
+    "transformers:AutoTokenizer",
+    "transformers:GPTNeoXForCausalLM",
+    "qid.bitnet",
+)
+FETCH = ("qid.fetch", "huggingface_hub", "transformers:AutoConfig")
 
 
 def add_train(sub: Subparsers) -> None:
@@ -28,7 +43,7 @@ def add_train(sub: Subparsers) -> None:
         action="store_true",
         help="BitNet b1.58: ternary weights, 8-bit activations in the decoder blocks (Sec. 4.4)",
     )
-    s.set_defaults(func=cmd_train)
+    s.set_defaults(func=cmd_train, needs=lambda a: TRAIN)
 
 
 def cmd_train(args) -> None:
@@ -58,7 +73,7 @@ def cmd_train(args) -> None:
 def add_grid(sub: Subparsers) -> None:
     s = sub.add_parser("grid", help="size of a study: checkpoints, cells, jobs, disk, GPU-hours")
     s.add_argument("--configfile", type=Path, default=Path("config/config.yaml"))
-    s.set_defaults(func=cmd_grid)
+    s.set_defaults(func=cmd_grid, needs=lambda a: ["qid.config"])
 
 
 def cmd_grid(args) -> None:
@@ -101,7 +116,11 @@ def add_fetch(sub: Subparsers) -> None:
     s.add_argument(
         "--context", type=int, help="evaluate.context: check it against the model's positions"
     )
-    s.set_defaults(func=cmd_fetch)
+    s.set_defaults(func=cmd_fetch, needs=_needs_fetch)
+
+
+def _needs_fetch(args) -> list[str]:
+    return [*imports.methods(m for m, _ in args.cells), *FETCH, *imports.MODEL]
 
 
 def cmd_fetch(args) -> None:
@@ -127,7 +146,7 @@ def add_release(sub: Subparsers) -> None:
     s.add_argument("--checkpoint", type=Path, required=True, help="as written by qid fetch")
     s.add_argument("--cache-dir", help="the HF cache (default: the environment's)")
     s.add_argument("--out", type=Path, required=True, help="JSON record of what was freed")
-    s.set_defaults(func=cmd_release)
+    s.set_defaults(func=cmd_release, needs=lambda a: FETCH[:2])
 
 
 def cmd_release(args) -> None:
@@ -146,7 +165,7 @@ def add_weights(sub: Subparsers) -> None:
     s.add_argument("--samples", type=Path, required=True, help="parquet: sampled weights")
     s.add_argument("--sample", type=int, default=8, help="weights sampled per layer type")
     s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(func=cmd_weights)
+    s.set_defaults(func=cmd_weights, needs=lambda a: ["qid.weights"])
 
 
 def cmd_weights(args) -> None:
@@ -171,13 +190,13 @@ def add_bitnet(sub: Subparsers) -> None:
     s.add_argument("--bits", type=int, default=2, help="bit width of the PTQ compared")
     s.add_argument("--out-md", type=Path)
     s.add_argument("--out-csv", type=Path)
-    s.set_defaults(func=cmd_bitnet)
+    s.set_defaults(func=cmd_bitnet, needs=lambda a: ["pandas", "qid.bitnet_table", "qid.data"])
 
 
 def cmd_bitnet(args) -> None:
     import pandas as pd
 
-    from qid.bitnet import compare, read_evals, to_markdown
+    from qid.bitnet_table import compare, read_evals, to_markdown
     from qid.data import read_table
 
     evals = read_evals(args.evals)

@@ -8,6 +8,14 @@ from pathlib import Path
 from qid import grid
 from qid.cli.args import Subparsers, _json
 
+# The libraries each command loads (qid.cli.imports): the BPE trainer and its transformers
+# wrapper; the sampled texts (datasets only for a Hub source).
+CORPUS = ("qid.data", "tokenizers", "transformers:PreTrainedTokenizerFast")
+
+
+def _texts(*specs: dict) -> list[str]:
+    return ["qid.texts"] + ["datasets"] * any(s.get("source") == "hf" for s in specs)
+
 
 def add_corpus(sub: Subparsers) -> None:
     s = sub.add_parser("corpus", help="train the BPE and write the training split's token ids")
@@ -15,7 +23,7 @@ def add_corpus(sub: Subparsers) -> None:
     s.add_argument("--data", type=_json, required=True, help="the config's `data` block (JSON)")
     s.add_argument("--tokenizer", type=Path, default=Path(grid.TOKENIZER))
     s.add_argument("--train-ids", type=Path, default=Path(grid.TRAIN_IDS))
-    s.set_defaults(func=cmd_corpus)
+    s.set_defaults(func=cmd_corpus, needs=lambda a: CORPUS)
 
 
 def cmd_corpus(args) -> None:
@@ -33,7 +41,7 @@ def add_evalset(sub: Subparsers) -> None:
         "--data", type=_json, help="the `data` block (JSON): source heldout needs its corpus keys"
     )
     s.add_argument("--out", type=Path, required=True, help="parquet of text_id, text")
-    s.set_defaults(func=cmd_evalset)
+    s.set_defaults(func=cmd_evalset, needs=lambda a: _texts(a.spec))
 
 
 def cmd_evalset(args) -> None:
@@ -51,7 +59,7 @@ def add_calibration(sub: Subparsers) -> None:
         "--data", type=_json, help="the `data` block (JSON): source corpus needs its corpus keys"
     )
     s.add_argument("--out", type=Path, default=Path(grid.CALIBRATION))
-    s.set_defaults(func=cmd_calibration)
+    s.set_defaults(func=cmd_calibration, needs=lambda a: _texts(a.spec))
 
 
 def cmd_calibration(args) -> None:
@@ -71,7 +79,12 @@ def add_data(sub: Subparsers) -> None:
     s.add_argument("--train-ids", type=Path, default=Path(grid.TRAIN_IDS))
     s.add_argument("--calibration", type=Path, default=Path(grid.CALIBRATION))
     s.add_argument("--eval-dir", type=Path, default=Path(grid.EVAL_TEXTS).parent)
-    s.set_defaults(func=cmd_data)
+    s.set_defaults(func=cmd_data, needs=_needs_data)
+
+
+def _needs_data(args) -> list[str]:
+    specs = [*args.eval_sets.values(), args.data.get("calibration", {})]
+    return [*(CORPUS if args.data.get("tokenizer") else ()), *_texts(*specs)]
 
 
 def cmd_data(args) -> None:

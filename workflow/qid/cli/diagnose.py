@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from qid import QidError
+from qid.cli import imports
 from qid.cli.args import Subparsers, _bit_list, _json, _names, evaluation_options, load_fits
 from qid.quantize import GROUP_SIZE
 from qid.strict_json import dumps, save
@@ -67,7 +68,14 @@ def add_diagnose(sub: Subparsers) -> None:
         type=Path,
         help="save the result (JSON); with --checkpoint, as each cell is measured",
     )
-    s.set_defaults(func=cmd_diagnose)
+    s.set_defaults(func=cmd_diagnose, needs=_needs)
+
+
+def _needs(args) -> list[str]:
+    """The law alone, or a checkpoint's measurement: its methods and the evaluator."""
+    if args.checkpoint is None:
+        return ["qid.diagnose"]
+    return [*imports.methods(args.method), "qid.diagnose", "qid.cells", *imports.MODEL]
 
 
 def cmd_diagnose(args) -> None:

@@ -16,7 +16,7 @@ def add_aggregate(sub: Subparsers) -> None:
     s.add_argument("inputs", type=Path, nargs="+", help="evaluation JSONs (16-bit and quantized)")
     s.add_argument("--out", type=Path, default=Path(grid.QID_TABLE))
     s.add_argument("--config-hash", default="", help="provenance: hash of the study config")
-    s.set_defaults(func=cmd_aggregate)
+    s.set_defaults(func=cmd_aggregate, needs=lambda a: ["qid.aggregate"])
 
 
 def cmd_aggregate(args) -> None:
@@ -74,7 +74,7 @@ def add_fit(sub: Subparsers) -> None:
         action="store_true",
         help="add held-out errors: refit without each model size and without the last steps",
     )
-    s.set_defaults(func=cmd_fit)
+    s.set_defaults(func=cmd_fit, needs=lambda a: ["qid.data", "qid.laws"])
 
 
 def cmd_fit(args) -> None:
@@ -139,7 +139,7 @@ def add_table1(sub: Subparsers) -> None:
     s.add_argument("--confidence", type=float, default=0.95)
     s.add_argument("--out-md", type=Path, help="Markdown table (default: print it)")
     s.add_argument("--out-csv", type=Path, help="CSV, one row per model, level and bit width")
-    s.set_defaults(func=cmd_table1)
+    s.set_defaults(func=cmd_table1, needs=lambda a: ["qid.table1"])
 
 
 def cmd_table1(args) -> None:
@@ -156,7 +156,7 @@ def add_summary(sub: Subparsers) -> None:
     s = sub.add_parser("summary", help="the fitted laws beside the paper's numbers (Markdown)")
     s.add_argument("--fits", type=Path, default=Path(grid.FITS))
     s.add_argument("--out", type=Path, default=Path(grid.SUMMARY))
-    s.set_defaults(func=cmd_summary)
+    s.set_defaults(func=cmd_summary, needs=lambda a: ["qid.report"])
 
 
 def cmd_summary(args) -> None:
@@ -183,7 +183,16 @@ def add_figures(sub: Subparsers) -> None:
         help="another table a figure draws from (repeat; same keys concatenate): "
         "weight_changes=, weight_samples= (Fig. 12), train= (training logs, Fig. 14)",
     )
-    s.set_defaults(func=cmd_figures)
+    s.set_defaults(func=cmd_figures, needs=_needs_figures)
+
+
+def _needs_figures(args) -> list[str]:
+    """The drawer module of each figure drawn (qid.cli.imports); an unknown name adds none."""
+    from qid import figures
+
+    names = [n for n in args.names or figures.FIGURES if n in figures.FIGURES]
+    drawers = (figures.FIGURES[n].draws.split(":")[0] for n in names)
+    return ["qid.figures.draw", *(f"qid.figures.{d}" for d in dict.fromkeys(drawers))]
 
 
 def cmd_figures(args) -> None:
