@@ -2,7 +2,7 @@
 # Thin on purpose: the config, its validation, and one .smk per stage.
 from snakemake.utils import min_version
 
-min_version("9.0")
+min_version("9.17")  # callable `priority`
 
 
 # The embedded default, unless a study config is given with --configfile: that one replaces it

@@ -98,6 +98,80 @@ def parse_time_v(text: str) -> dict[str, float]:
     return out
 
 
+_STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
+_START = re.compile(r"^(?:local)?rule (\w+):$")
+_JOBID = re.compile(r"^\s+jobid: (\d+)$")
+_DONE = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$")
+
+
+def job_seconds(log_text: str) -> dict[str, tuple[int, float]]:
+    """Rule -> (jobs, job-seconds) from a Snakemake log: each job from its start to its finish
+    stamp (whole seconds; a job's seconds include its Python start-up and imports)."""
+    stamp, rule, started, out = None, None, {}, {}
+    for line in log_text.splitlines():
+        if m := _STAMP.match(line):
+            stamp = time.mktime(time.strptime(m.group(1), "%a %b %d %H:%M:%S %Y"))
+        elif m := _START.match(line):
+            rule = m.group(1)
+        elif (m := _JOBID.match(line)) and rule:
+            started[m.group(1)], rule = stamp, None
+        elif (m := _DONE.match(line)) and m.group(1) in started:
+            n, sec = out.get(m.group(2), (0, 0.0))
+            out[m.group(2)] = (n + 1, sec + stamp - started.pop(m.group(1)))
+    return out
+
+
+def print_job_seconds(log_text: str) -> None:
+    by_rule = job_seconds(log_text)
+    total = sum(sec for _, sec in by_rule.values())
+    print("job-seconds by rule (start to finish, start-up included):")
+    for rule, (n, sec) in sorted(by_rule.items(), key=lambda kv: -kv[1][1]):
+        print(f"  {rule:<32} {n:>3} jobs {sec:>7.0f} s  {100 * sec / max(total, 1):5.1f}%")
+    print(f"  {'total':<32} {sum(n for n, _ in by_rule.values()):>3} jobs {total:>7.0f} s")
+
+
+def readme_command() -> str:
+    """The README's first command: the first line of its first code block."""
+    text = (ROOT / "README.md").read_text()
+    return text.split("```bash\n", 1)[1].split("\n", 1)[0]
+
+
+def run_readme(args: argparse.Namespace) -> int:
+    """The README's first command verbatim in a fresh clone of this checkout, install included."""
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="qid-readme-"))
+    clone = workdir / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    cmd = readme_command()
+    print(f"machine: {common.machine()}\nclone: {clone}\ncommand: {cmd}")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    start = time.perf_counter()
+    with (workdir / "readme.log").open("w") as fh:
+        rc = subprocess.run(
+            ["bash", "-c", cmd], cwd=clone, stdout=fh, stderr=subprocess.STDOUT, env=env
+        ).returncode
+    wall = time.perf_counter() - start
+    logs = sorted(
+        (clone / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda f: f.stat().st_size
+    )
+    if rc or not logs:
+        print(
+            f"FAIL: the README's first command exited with {rc} (log: {workdir / 'readme.log'})",
+            file=sys.stderr,
+        )
+        return rc or 1
+    run_log = logs[-1].read_text()
+    jobs = re.search(r"(\d+) of (\d+) steps \(100%\) done", run_log)
+    print(f"jobs: {jobs.group(2) if jobs else '?'}")
+    print_job_seconds(run_log)
+    if not (args.workdir or args.keep):
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"README first command: {wall:.1f} s wall ({wall / 60:.2f} min); "
+        f"ratio to the 10-min goal {wall / GOAL_SECONDS:.2f}x (goal <= 1x)"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--configfile", type=Path, default=ROOT / "config" / "config.yaml")
@@ -105,7 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=0.5, help="memory sampling (seconds)")
     p.add_argument("--workdir", type=Path, help="run here (kept) instead of a temporary dir")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument(
+        "--readme",
+        action="store_true",
+        help="time the README's first command verbatim in a fresh clone (install included)",
+    )
     args = p.parse_args(argv)
+    if args.readme:
+        return run_readme(args)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="qid-e2e-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     mib = 1 / 1024
     single = timed.get("max_rss_kib", 0) * mib
     print(f"jobs: {jobs.group(2) if jobs else '?'}; wall {wall:.1f} s ({wall / 60:.2f} min)")
+    print_job_seconds(log.read_text())
     print(f"peak RSS of the largest single process (/usr/bin/time -v): {single:.0f} MiB")
     print(
         f"peak summed over the process tree (sampled every {args.interval:g} s, up to "

@@ -113,6 +113,11 @@ def train(
     total = steps[-1]
     epochs = total * bs / ((ids.size - 1) // ctx)
     optim = _optimizer(model, training)
+    bf16 = training.get("precision", "fp32") == "bf16"
+    if bf16 and not torch.cpu._is_avx512_bf16_supported():
+        tqdm.write(
+            "warning: training.precision bf16 on a CPU without AVX512-BF16 may be slower than fp32"
+        )
     log, saves = [], set(steps)
     model.train()
     bar = tqdm(
@@ -121,7 +126,7 @@ def train(
     start = time.perf_counter()
     for step, x in enumerate(bar, start=1):
         lr = training_lr(step, training, total)  # qid.schedule: cosine, wsd or constant
-        loss = _train_step(model, optim, x, lr)
+        loss = _train_step(model, optim, x, lr, bf16)
         log.append(
             {
                 "step": step,
@@ -147,6 +152,7 @@ def train(
                     "epochs_at_step": step * bs / ((ids.size - 1) // ctx),
                     "seed": seed,
                     "bitnet": bitnet,
+                    "precision": "bf16" if bf16 else "fp32",
                     **schedule_meta(step, training, total),  # schedule, lr, decay_step
                 },
             )
@@ -192,13 +198,15 @@ def _optimizer(model, training: dict):
     )
 
 
-def _train_step(model, optim, x, lr: float) -> float:
-    """One optimizer step on batch `x` at learning rate `lr`; the batch's loss."""
+def _train_step(model, optim, x, lr: float, bf16: bool = False) -> float:
+    """One optimizer step on batch `x` at learning rate `lr`; the batch's loss. bf16: mixed
+    precision (matmuls in bfloat16 under autocast; weights, gradients and AdamW state fp32)."""
     import torch
 
     for group in optim.param_groups:
         group["lr"] = lr
-    loss = model(input_ids=x, labels=x).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(input_ids=x, labels=x).loss
     optim.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

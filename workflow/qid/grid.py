@@ -193,6 +193,20 @@ def suite_threads(config: dict, suite: str) -> int:
     return max(config["methods"][m].get("threads", 1) for m in suite_methods(config, suite))
 
 
+def size_priority(config: dict, suite: str, size: str) -> float:
+    """Snakemake `priority` of a size's training and checkpoint jobs: its weights in millions
+    (decoder blocks plus output head, from the trained suite's `sizes` entry), so that on a few
+    cores the largest model, the longest chain of jobs, starts first. A hub or local size counts
+    its `n_params` if given, else 0."""
+    arch = config["suites"][suite]["sizes"].get(size) or {}
+    if "hidden_size" not in arch:
+        return arch.get("n_params", 0) / 1e6
+    hidden, layers = arch["hidden_size"], arch["num_layers"]
+    inner = arch.get("intermediate_size", 4 * hidden)
+    vocab = config.get("data", {}).get("tokenizer", {}).get("vocab_size", 0)
+    return (layers * (4 * hidden**2 + 2 * hidden * inner) + vocab * hidden) / 1e6
+
+
 def bitnet_size(config: dict, suite: str, size: str) -> dict:
     """The architecture of a BitNet twin; ValueError for one the `bitnet` block does not train."""
     bitnet = config.get("bitnet")

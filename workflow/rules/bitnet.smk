@@ -15,6 +15,7 @@ rule train_bitnet:
     conda:
         "../../envs/qid.yaml"
     threads: lambda w: rule_io.bitnet_size(w).get("threads", 1)
+    priority: lambda w: grid.size_priority(config, w.suite, w.size)
     resources:
         **GPU_PLACEMENT,
         mem_mb=gpu_job("mem_mb"),

@@ -32,6 +32,7 @@ if PER_CHECKPOINT:
             conda:
                 "../../envs/qid.yaml"
             threads: grid.suite_threads(config, suite)
+            priority: lambda w: grid.size_priority(config, w.suite, w.size)
             resources:
                 **GPU_PLACEMENT,
                 mem_mb=gpu_job("mem_mb"),

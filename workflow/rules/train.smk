@@ -17,6 +17,7 @@ rule train:
     conda:
         "../../envs/qid.yaml"
     threads: lambda w: config["suites"][w.suite]["sizes"][w.size].get("threads", 1)
+    priority: lambda w: grid.size_priority(config, w.suite, w.size)
     resources:
         **GPU_PLACEMENT,
         mem_mb=gpu_job("mem_mb"),
