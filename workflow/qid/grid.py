@@ -60,7 +60,7 @@ LOGS = {
     "train_bitnet": "logs/{suite}/bitnet/train/{size}.log",
     "evaluate_bitnet": "logs/{suite}/bitnet/evaluate/{size}/step{step}.log",
     "bitnet_table": "logs/bitnet.log",
-    "figure": "logs/figures/{name}.log",
+    "figures": "logs/figures.log",
 }
 
 
@@ -193,18 +193,25 @@ def suite_threads(config: dict, suite: str) -> int:
     return max(config["methods"][m].get("threads", 1) for m in suite_methods(config, suite))
 
 
-def size_priority(config: dict, suite: str, size: str) -> float:
-    """Snakemake `priority` of a size's training and checkpoint jobs: its weights in millions
-    (decoder blocks plus output head, from the trained suite's `sizes` entry), so that on a few
-    cores the largest model, the longest chain of jobs, starts first. A hub or local size counts
-    its `n_params` if given, else 0."""
+def size_priority(config: dict, suite: str, size: str, training: bool = False) -> float:
+    """Snakemake `priority` of a size's jobs, so that on a few cores the longest chains start
+    first: every training job before any checkpoint's evaluation (a training job holds back all
+    its checkpoints' jobs), and within each kind the larger model first. Size is the weights in
+    millions (decoder blocks plus output head, from a trained suite's `sizes` entry; a hub or
+    local size's `n_params` if given, else 0)."""
     arch = config["suites"][suite]["sizes"].get(size) or {}
-    if "hidden_size" not in arch:
-        return arch.get("n_params", 0) / 1e6
-    hidden, layers = arch["hidden_size"], arch["num_layers"]
-    inner = arch.get("intermediate_size", 4 * hidden)
-    vocab = config.get("data", {}).get("tokenizer", {}).get("vocab_size", 0)
-    return (layers * (4 * hidden**2 + 2 * hidden * inner) + vocab * hidden) / 1e6
+    if "hidden_size" in arch:
+        hidden, layers = arch["hidden_size"], arch["num_layers"]
+        inner = arch.get("intermediate_size", 4 * hidden)
+        vocab = config.get("data", {}).get("tokenizer", {}).get("vocab_size", 0)
+        weights = layers * (4 * hidden**2 + 2 * hidden * inner) + vocab * hidden
+    else:
+        weights = arch.get("n_params", 0)
+    return weights / 1e6 + (_TRAINING_FIRST if training else 0)
+
+
+# Above any model's weights in millions (a 1T model is 1e6).
+_TRAINING_FIRST = 1e7
 
 
 def bitnet_size(config: dict, suite: str, size: str) -> dict:

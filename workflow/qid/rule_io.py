@@ -51,6 +51,15 @@ class RuleIO:
             return {key: self.figure_data[key] for key in DATA[name]}
         return {"table": grid.QID_TABLE, "fits": grid.FITS}
 
+    def all_figure_inputs(self) -> dict:
+        """Every figure's inputs, for the one job that draws them all."""
+        from qid.figures import FIGURES
+
+        inputs: dict = {}
+        for name in FIGURES:
+            inputs.update(self.figure_inputs(name))
+        return inputs
+
     def checkpoint_of(self, wildcards: Any) -> grid.Checkpoint:
         return grid.Checkpoint(wildcards.suite, wildcards.size, int(wildcards.step))
 

@@ -12,10 +12,10 @@ rule train_bitnet:
         log=grid.BITNET_TRAIN_LOG,
     log:
         grid.LOGS["train_bitnet"],
+    priority: lambda w: grid.size_priority(config, w.suite, w.size, training=True)
     conda:
         "../../envs/qid.yaml"
     threads: lambda w: rule_io.bitnet_size(w).get("threads", 1)
-    priority: lambda w: grid.size_priority(config, w.suite, w.size)
     resources:
         **GPU_PLACEMENT,
         mem_mb=gpu_job("mem_mb"),

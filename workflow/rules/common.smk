@@ -108,6 +108,10 @@ def figure_outputs():
     return expand(grid.FIGURE, name=FIGURES, ext=["png", "pdf"])
 
 
+def figure_paths(name):
+    return {ext: grid.FIGURE.format(name=name, ext=ext) for ext in ("png", "pdf")}
+
+
 def released_revisions():
     """Markers of hub revisions deleted from the cache once their cells are done."""
     return grid.released(config)

@@ -29,10 +29,10 @@ if PER_CHECKPOINT:
                 grid.LOGS["checkpoint"],
             wildcard_constraints:
                 suite=re.escape(suite),
+            priority: lambda w: grid.size_priority(config, w.suite, w.size)
             conda:
                 "../../envs/qid.yaml"
             threads: grid.suite_threads(config, suite)
-            priority: lambda w: grid.size_priority(config, w.suite, w.size)
             resources:
                 **GPU_PLACEMENT,
                 mem_mb=gpu_job("mem_mb"),

@@ -14,10 +14,10 @@ rule train:
         grid.LOGS["train"],
     wildcard_constraints:
         suite="|".join(map(re.escape, TRAINED_SUITES)) or "(?!)",
+    priority: lambda w: grid.size_priority(config, w.suite, w.size, training=True)
     conda:
         "../../envs/qid.yaml"
     threads: lambda w: config["suites"][w.suite]["sizes"][w.size].get("threads", 1)
-    priority: lambda w: grid.size_priority(config, w.suite, w.size)
     resources:
         **GPU_PLACEMENT,
         mem_mb=gpu_job("mem_mb"),
