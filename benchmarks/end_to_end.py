@@ -130,6 +130,15 @@ def print_job_seconds(log_text: str) -> None:
     print(f"  {'total':<32} {sum(n for n, _ in by_rule.values()):>3} jobs {total:>7.0f} s")
 
 
+def job_count(log_text: str) -> str:
+    jobs = re.search(r"(\d+) of (\d+) steps \(100%\) done", log_text)
+    return jobs.group(2) if jobs else "?"
+
+
+def goal_ratio(wall: float) -> str:
+    return f"ratio to the 10-min goal {wall / GOAL_SECONDS:.2f}x (goal <= 1x)"
+
+
 def readme_command() -> str:
     """The README's first command: the first line of its first code block."""
     text = (ROOT / "README.md").read_text()
@@ -160,15 +169,11 @@ def run_readme(args: argparse.Namespace) -> int:
         )
         return rc or 1
     run_log = logs[-1].read_text()
-    jobs = re.search(r"(\d+) of (\d+) steps \(100%\) done", run_log)
-    print(f"jobs: {jobs.group(2) if jobs else '?'}")
+    print(f"jobs: {job_count(run_log)}")
     print_job_seconds(run_log)
     if not (args.workdir or args.keep):
         shutil.rmtree(workdir, ignore_errors=True)
-    print(
-        f"README first command: {wall:.1f} s wall ({wall / 60:.2f} min); "
-        f"ratio to the 10-min goal {wall / GOAL_SECONDS:.2f}x (goal <= 1x)"
-    )
+    print(f"README first command: {wall:.1f} s wall ({wall / 60:.2f} min); {goal_ratio(wall)}")
     return 0
 
 
@@ -231,10 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"FAIL: the run did not write {', '.join(missing)}", file=sys.stderr)
         return 1
-    jobs = re.search(r"(\d+) of (\d+) steps \(100%\) done", log.read_text())
     mib = 1 / 1024
     single = timed.get("max_rss_kib", 0) * mib
-    print(f"jobs: {jobs.group(2) if jobs else '?'}; wall {wall:.1f} s ({wall / 60:.2f} min)")
+    print(f"jobs: {job_count(log.read_text())}; wall {wall:.1f} s ({wall / 60:.2f} min)")
     print_job_seconds(log.read_text())
     print(f"peak RSS of the largest single process (/usr/bin/time -v): {single:.0f} MiB")
     print(
@@ -246,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"end to end: {wall:.1f} s wall, peak {sampler.peak_pss * mib:.0f} MiB PSS; "
-        f"ratio to the 10-min goal {wall / GOAL_SECONDS:.2f}x (goal <= 1x)"
+        + goal_ratio(wall)
     )
     return 0
 

@@ -82,6 +82,39 @@ def test_time_v_parsing():
     assert end_to_end.parse_time_v(text) == {"max_rss_kib": 123456.0, "wall_s": 3723.5}
 
 
+SNAKEMAKE_LOG = """\
+[Sat Nov 28 10:20:41 2026]
+localrule corpus:
+    output: results/data/tokenizer
+    jobid: 4
+[Sat Nov 28 10:20:41 2026]
+rule train:
+    wildcards: suite=s, size=a
+    jobid: 7
+[Sat Nov 28 10:20:48 2026]
+Finished jobid: 4 (Rule: corpus)
+1 of 3 steps (33%) done
+[Sat Nov 28 10:20:48 2026]
+rule train:
+    jobid: 8
+[Sat Nov 28 10:22:09 2026]
+Finished jobid: 7 (Rule: train)
+[Sat Nov 28 10:23:27 2026]
+Finished jobid: 8 (Rule: train)
+3 of 3 steps (100%) done
+"""
+
+
+def test_job_seconds_run_from_each_jobs_start_to_its_finish():
+    assert end_to_end.job_seconds(SNAKEMAKE_LOG) == {"corpus": (1, 7.0), "train": (2, 88.0 + 159.0)}
+    assert end_to_end.job_count(SNAKEMAKE_LOG) == "3"
+
+
+def test_the_readme_command_is_the_first_line_of_the_first_code_block():
+    command = end_to_end.readme_command()
+    assert command.startswith("bash workflow/scripts/install.sh && .venv/bin/snakemake")
+
+
 def test_gpu_benchmark_without_gpu_says_so(capsys):
     import torch
 
