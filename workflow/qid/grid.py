@@ -201,10 +201,12 @@ def size_priority(config: dict, suite: str, size: str, training: bool = False) -
     local size's `n_params` if given, else 0)."""
     arch = config["suites"][suite]["sizes"].get(size) or {}
     if "hidden_size" in arch:
-        hidden, layers = arch["hidden_size"], arch["num_layers"]
-        inner = arch.get("intermediate_size", 4 * hidden)
+        from qid.quantize.layers import neox_layers  # the block's linear maps, as validated
+
+        block = neox_layers(arch["hidden_size"], arch.get("intermediate_size"))
         vocab = config.get("data", {}).get("tokenizer", {}).get("vocab_size", 0)
-        weights = layers * (4 * hidden**2 + 2 * hidden * inner) + vocab * hidden
+        weights = arch["num_layers"] * sum(x.in_features * x.out_features for x in block)
+        weights += vocab * arch["hidden_size"]
     else:
         weights = arch.get("n_params", 0)
     return weights / 1e6 + (_TRAINING_FIRST if training else 0)

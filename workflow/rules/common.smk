@@ -104,12 +104,12 @@ def all_evaluations():
     return ALL_EVALUATIONS
 
 
-def figure_outputs():
-    return expand(grid.FIGURE, name=FIGURES, ext=["png", "pdf"])
-
-
 def figure_paths(name):
     return {ext: grid.FIGURE.format(name=name, ext=ext) for ext in ("png", "pdf")}
+
+
+def figure_outputs():
+    return [path for name in FIGURES for path in figure_paths(name).values()]
 
 
 def released_revisions():
