@@ -125,6 +125,43 @@ def test_cells_of_a_checkpoint_equal_the_per_cell_commands(tiny_checkpoint, tmp_
         assert batched["loss"] != base["loss"]
 
 
+def test_cells_of_several_steps_equal_one_job_per_step(tiny_checkpoint, tmp_path, monkeypatch):
+    """`execution.per_job: size`: one process runs each step's job in turn, with the results
+    (and the paths) of one job per checkpoint."""
+    texts = tmp_path / "heldout.parquet"
+    pd.DataFrame({"text": TEXTS[:8]}).to_parquet(texts)
+    losses = {}
+    for run, steps in {"together": ["10,20"], "apart": ["10", "20"]}.items():
+        workdir = tmp_path / run
+        for step in (10, 20):  # the grid's checkpoint paths, where a size's job finds them
+            target = workdir / grid.Checkpoint("t", "h64-l2", step).path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(tiny_checkpoint)
+        monkeypatch.chdir(workdir)
+        for step in steps:
+            args = _cells_args(tiny_checkpoint, texts, "rtn:2")
+            args[args.index("--step") + 1] = step
+            del args[args.index("--checkpoint") : args.index("--checkpoint") + 2]
+            main(args)
+        losses[run] = {
+            step: json.loads(
+                Path(
+                    grid.Cell(grid.Checkpoint("t", "h64-l2", step), "rtn", 2).eval_path("heldout")
+                ).read_text()
+            )["nll_per_text"]
+            for step in (10, 20)
+        }
+    assert losses["together"] == losses["apart"]
+
+
+def test_cells_refuses_one_checkpoint_for_several_steps(tiny_checkpoint, tmp_path, capsys):
+    args = _cells_args(tiny_checkpoint, tmp_path / "t.parquet", "rtn:2")
+    args[args.index("--step") + 1] = "10,20"
+    with pytest.raises(SystemExit):
+        main(args)
+    assert "--checkpoint names one checkpoint; give one --step with it" in capsys.readouterr().err
+
+
 def test_cells_checks_every_cell_before_any_work(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     texts = tmp_path / "heldout.parquet"
@@ -160,6 +197,9 @@ def test_grid_estimates_jobs_disk_and_gpu_hours(tmp_path, capsys):
     assert e["checkpoint_bytes"] == 2 * 2 * 150
     assert e["quantized_bytes"] == 2 * sum(b / 8 * 100 + 2 * 50 for b in (2, 4, 3))
     assert e["gpu_hours"] == 2 * (3 + 1) * 0.5 * 2  # jobs x hours x GPUs
+    per = {cut: grid.estimate({**config, "execution": {"per_job": cut}})["gpu_jobs"]
+           for cut in ("checkpoint", "size")}  # fmt: skip
+    assert per == {"checkpoint": 2, "size": 1}  # one size, two steps
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(config))
     main(["grid", "--configfile", str(path)])

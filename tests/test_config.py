@@ -105,7 +105,7 @@ def test_awq_options_are_accepted():
         ),
         (
             lambda c: c["execution"].update(per_job="batch"),
-            r"'execution.per_job': 'batch' is not one of \['cell', 'checkpoint'\]",
+            r"'execution.per_job': 'batch' is not one of \['cell', 'checkpoint', 'size'\]",
         ),
         (
             lambda c: c["execution"].update(keep=True),

@@ -161,10 +161,27 @@ def per_cell(study, tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.fixture(scope="module")
+def per_size(study, tmp_path_factory) -> Path:
+    """The study's results as if one job per model (`per_job: size`) had made them."""
+    workdir = tmp_path_factory.mktemp("per_size")
+    shutil.copytree(study / "results", workdir / "results")
+    configfile = workdir / "config.yaml"
+    configfile.write_text(yaml.safe_dump(micro("size"), sort_keys=False))
+    touch = snakemake(workdir, "--touch", "--forceall", configfile=configfile)
+    assert touch.returncode == 0, touch.stderr[-2000:]
+    return workdir
+
+
+WORKDIRS = {"checkpoint": "study", "cell": "per_cell", "size": "per_size"}
+
+
 def evaluation_jobs(per_job: str) -> dict[str, int]:
-    """The jobs that evaluate the grid's models, per rule, in either cut."""
+    """The jobs that evaluate the grid's models, per rule, in each cut."""
     suite = CONFIG["suites"]["micro"]
     n_ckpt = len(suite["sizes"]) * len(suite["steps"])
+    if per_job == "size":
+        return {"size_micro": len(suite["sizes"])}
     if per_job == "checkpoint":
         return {"checkpoint_micro": n_ckpt}
     per_ckpt = sum(len(m["bits"]) for m in CONFIG["methods"].values())
@@ -197,14 +214,14 @@ def test_every_json_the_study_writes_is_strict(study):
     assert set(table.status) == {"ok"}
 
 
-@pytest.mark.parametrize("per_job", ["checkpoint", "cell"])
+@pytest.mark.parametrize("per_job", list(WORKDIRS))
 def test_the_config_in_another_key_order_reruns_nothing(request, per_job, tmp_path):
-    workdir = request.getfixturevalue("study" if per_job == "checkpoint" else "per_cell")
+    workdir = request.getfixturevalue(WORKDIRS[per_job])
     assert scheduled(workdir, micro(per_job), tmp_path) == {}  # up to date: what follows counts
     assert scheduled(workdir, reversed_keys(micro(per_job)), tmp_path) == {}
 
 
-@pytest.mark.parametrize("per_job", ["checkpoint", "cell"])
+@pytest.mark.parametrize("per_job", list(WORKDIRS))
 @pytest.mark.parametrize(
     "setting",
     [{"context": 32}, {"batch_tokens": 1024}, {"dtype": "bfloat16"}, {"fake_quant": True}],
@@ -213,7 +230,7 @@ def test_the_config_in_another_key_order_reruns_nothing(request, per_job, tmp_pa
 def test_an_evaluation_setting_reruns_the_evaluations_and_no_training(
     request, per_job, setting, tmp_path
 ):
-    workdir = request.getfixturevalue("study" if per_job == "checkpoint" else "per_cell")
+    workdir = request.getfixturevalue(WORKDIRS[per_job])
     jobs = scheduled(workdir, micro(per_job, **setting), tmp_path)
     for rule, n in evaluation_jobs(per_job).items():
         assert jobs.get(rule) == n, (rule, jobs)
@@ -223,12 +240,13 @@ def test_an_evaluation_setting_reruns_the_evaluations_and_no_training(
 
 
 @pytest.mark.parametrize(
-    ("per_job", "rule"), [("checkpoint", "checkpoint_micro"), ("cell", "quantize")]
+    ("per_job", "rule"),
+    [("checkpoint", "checkpoint_micro"), ("cell", "quantize"), ("size", "size_micro")],
 )
 def test_the_default_target_notices_a_missing_result(request, per_job, rule, tmp_path):
     # Snakemake reruns no job for a missing file whose consumer (aggregate) looks up to date:
     # the default target asks for every result itself.
-    workdir = request.getfixturevalue("study" if per_job == "checkpoint" else "per_cell")
+    workdir = request.getfixturevalue(WORKDIRS[per_job])
     result = workdir / "results/micro/eval/h32-l1/step8/rtn-3bit/sotu.json"
     saved = tmp_path / "saved.json"
     shutil.copy2(result, saved)

@@ -51,6 +51,7 @@ LOGS = {
     "evaluate_base": "logs/{suite}/evaluate/{size}/step{step}/base.log",
     "quantize": "logs/{suite}/quantize/{size}/step{step}/{method}-{bits}bit.log",
     "checkpoint": "logs/{suite}/quantize/{size}/step{step}.log",
+    "size": "logs/{suite}/quantize/{size}.log",
     "cell_not_in_grid": "logs/{suite}/not_in_grid/{size}/step{step}/{other}/{eval_set}.log",
     "aggregate": "logs/aggregate.log",
     "fit": "logs/fit.log",
@@ -276,7 +277,7 @@ def estimate(config: dict) -> dict:
     GPU-hours are what the per-size `resources` table requests: an upper bound.
     """
     execution = config.get("execution", {})
-    per_checkpoint = execution.get("per_job", "cell") == "checkpoint"
+    per_job = execution.get("per_job", "cell")
     resources = config.get("resources", {})
     default_job = resources.get("gpu_job", {"mem_mb": 4000, "runtime": 30})
     gpus = max(1, resources.get("gpu", 0))
@@ -292,9 +293,9 @@ def estimate(config: dict) -> dict:
             out["checkpoints"] += steps
             out["cells"] += steps * len(variants)
             out["evaluations"] += steps * (len(variants) + 1) * n_eval_sets
-            jobs = 1 if per_checkpoint else len(variants) + 1
+            jobs = {"cell": steps * (len(variants) + 1), "checkpoint": steps, "size": 1}[per_job]
             minutes = resources.get("sizes", {}).get(size, default_job)["runtime"]
-            out["gpu_jobs"] += steps * jobs
+            out["gpu_jobs"] += jobs
             out["gpu_hours"] += steps * (len(variants) + 1) * minutes / 60 * gpus
             if n and total:
                 out["checkpoint_bytes"] += steps * 2 * total

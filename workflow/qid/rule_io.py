@@ -9,6 +9,7 @@ one line naming it (Snakemake prints it as is, where any other exception gets a 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from snakemake.exceptions import WorkflowError
@@ -23,6 +24,10 @@ from qid.rule_args import not_in_grid
 def checkpoint_path(wildcards: Any) -> str:
     """The grid's path of the checkpoint a job works on."""
     return grid.CHECKPOINT.format(suite=wildcards.suite, size=wildcards.size, step=wildcards.step)
+
+
+def _at_step(wildcards: Any, step: int) -> SimpleNamespace:
+    return SimpleNamespace(suite=wildcards.suite, size=wildcards.size, step=str(step))
 
 
 def calibration_arg(wildcards: Any, input: Any) -> str:
@@ -123,13 +128,28 @@ class RuleIO:
             inputs["calibration"] = grid.CALIBRATION
         return inputs
 
-    def checkpoint_job_outputs(self, suite: str) -> dict:
+    def size_job_inputs(self, wildcards: Any) -> dict:
+        """A size's job (`execution.per_job: size`) needs what each of its checkpoints' jobs
+        needs: the training job's output once, or every fetched checkpoint."""
+        steps = self.config["suites"][wildcards.suite]["steps"]
+        inputs = self.checkpoint_job_inputs(_at_step(wildcards, steps[0]))
+        inputs["checkpoints"] = list(
+            dict.fromkeys(self.checkpoint_input(_at_step(wildcards, s)) for s in steps)
+        )
+        return inputs
+
+    def size_job_outputs(self, suite: str) -> dict:
+        """Every output of the size's checkpoints' jobs, at the same paths."""
+        return self.checkpoint_job_outputs(suite, steps=self.config["suites"][suite]["steps"])
+
+    def checkpoint_job_outputs(self, suite: str, steps: list[int] | None = None) -> dict:
         """Everything a checkpoint's job writes, at the same paths as the per-cell jobs.
         Flagged `update`: Snakemake does not delete them before the job reruns (and restores
         them if the rerun fails), so `qid cells` keeps the cells still valid and recomputes the
         others. Quantized models are outputs only with `execution.keep_quantized` (else the job
         deletes each once evaluated); then a rerun copies them aside first (Snakemake's backup
-        of updated outputs), which costs disk and time but far less than quantizing again."""
+        of updated outputs), which costs disk and time but far less than quantizing again.
+        `steps`: those of every checkpoint of a size (a size's job), else the `{step}` wildcard."""
         variants = grid.suite_variants(self.config, suite)
         cell = {"method": [m for m, _ in variants], "bits": [b for _, b in variants]}
         sets = self.eval_sets
@@ -143,8 +163,11 @@ class RuleIO:
             ],
         }
         if self.keep_quantized:
-            models = expand(grid.QUANTIZED, zip, **cell, allow_missing=True)
-            outputs["models"] = [directory(p) for p in models]
+            outputs["models"] = expand(grid.QUANTIZED, zip, **cell, allow_missing=True)
+        if steps is not None:
+            outputs = {k: expand(v, step=steps, allow_missing=True) for k, v in outputs.items()}
+        if "models" in outputs:
+            outputs["models"] = [directory(p) for p in outputs["models"]]
         return {name: update(paths) for name, paths in outputs.items()}
 
     def quantized_output(self, path: str) -> Any:

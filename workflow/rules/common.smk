@@ -35,7 +35,7 @@ from qid.rule_args import eval_settings, figure_args
 
 EVAL_SETS = list(config["eval_sets"])
 CONFIG_HASH = config_hash(config)
-PER_CHECKPOINT = config["execution"]["per_job"] == "checkpoint"
+PER_JOB = config["execution"]["per_job"]
 TRAINED_SUITES = grid.trained_suites(config)
 FETCHED_SUITES = [s for s in config["suites"] if s not in TRAINED_SUITES]
 # Per-cell jobs of a checkpoint (its 16-bit eval and its cells) go to the cluster as one job.

@@ -1,8 +1,9 @@
 # The 16-bit baseline: once per checkpoint, on every eval set, shared by all cells (with
-# `execution.per_job: checkpoint` the checkpoint's job does it, see quantize.smk).
+# `execution.per_job: checkpoint` or `size` the checkpoint's or size's job does it, see
+# quantize.smk).
 from qid.rule_args import eval_io
 
-if not PER_CHECKPOINT:
+if PER_JOB == "cell":
 
     rule evaluate_base:
         input:

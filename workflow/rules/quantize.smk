@@ -9,7 +9,52 @@ from qid.rule_args import (
     suite_options,
 )
 
-if PER_CHECKPOINT:
+if PER_JOB == "size":
+
+    # One job per model (suite x size): each of its checkpoints in turn, as a checkpoint's job
+    # below does it, in one process that starts (~9 s of imports on 2 cores) once, not once per
+    # checkpoint. The least parallel cut; for many small models on few cores.
+    for suite in config["suites"]:
+
+        rule:
+            name:
+                f"size_{rule_id(suite)}"
+            input:
+                unpack(rule_io.size_job_inputs),
+            output:
+                **rule_io.size_job_outputs(suite),
+            log:
+                grid.LOGS["size"],
+            wildcard_constraints:
+                suite=re.escape(suite),
+            priority: lambda w: grid.size_priority(config, w.suite, w.size)
+            conda:
+                "../../envs/qid.yaml"
+            threads: grid.suite_threads(config, suite)
+            resources:
+                **GPU_PLACEMENT,
+                mem_mb=gpu_job("mem_mb"),
+                runtime=gpu_job(
+                    "runtime",
+                    jobs=(len(grid.suite_variants(config, suite)) + 1)
+                    * len(config["suites"][suite]["steps"]),
+                ),
+            params:
+                steps=",".join(map(str, config["suites"][suite]["steps"])),
+                cells=suite_cells(config, suite),
+                options=suite_options(config, suite),
+                calibration=calibration_arg,
+                texts=lambda w, input, output: eval_io(input.texts)
+                + ("" if "models" in output.keys() else " --drop-quantized"),
+                evaluation=EVAL_SETTINGS,
+            shell:
+                "qid cells --suite {wildcards.suite} --size {wildcards.size}"
+                " --step {params.steps}"
+                " --cells {params.cells} --options {params.options} {params.calibration}"
+                " {params.texts} {params.evaluation} --threads {threads} > {log} 2>&1"
+
+
+if PER_JOB == "checkpoint":
 
     # One job per checkpoint: its 16-bit eval, then every cell (quantize, save, reload, evaluate),
     # in one process. A Python process that imports torch and transformers costs ~4.5 s, more
@@ -55,8 +100,11 @@ if PER_CHECKPOINT:
                 " --cells {params.cells} --options {params.options} {params.calibration}"
                 " {params.texts} {params.evaluation} --threads {threads} > {log} 2>&1"
 
+
+if PER_JOB != "cell":
+
     # Any other cell path: one line naming the method or bit width that is not in the grid
-    # (the checkpoint rules above only produce the configured cells).
+    # (the checkpoint or size rules above only produce the configured cells).
     rule cell_not_in_grid:
         input:
             rule_io.outside_grid,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from qid import QidError, grid
 from qid.cli import imports
-from qid.cli.args import Subparsers, _cells, _json, evaluation_options, set_threads
+from qid.cli.args import Subparsers, _cells, _json, _steps, evaluation_options, set_threads
 
 
 def _needs(methods) -> list[str]:
@@ -105,8 +105,13 @@ def add_cells(sub: Subparsers) -> None:
     )
     s.add_argument("--suite", required=True)
     s.add_argument("--size", required=True)
-    s.add_argument("--step", type=int, required=True)
-    s.add_argument("--checkpoint", type=Path, help="default: the grid's path of the checkpoint")
+    s.add_argument(
+        "--step",
+        type=_steps,
+        required=True,
+        help="a checkpoint's step, or several (40,63,98): each in turn, in this one process",
+    )
+    s.add_argument("--checkpoint", type=Path, help="default: the grid's path (one --step only)")
     s.add_argument("--cells", type=_cells, required=True, help="e.g. rtn:2,rtn:3,gptq:2")
     s.add_argument(
         "--options", type=_json, required=True, help="each method's options (JSON by method)"
@@ -124,22 +129,30 @@ def add_cells(sub: Subparsers) -> None:
 def cmd_cells(args) -> None:
     from qid.cells import EVALUATION_KEYS, Job, check_job, run_cells
 
-    ckpt = grid.Checkpoint(args.suite, args.size, args.step)
-    job = Job(
-        checkpoint=ckpt,
-        path=args.checkpoint or Path(ckpt.path),
-        cells=args.cells,
-        options=args.options,
-        calibration=args.calibration,
-        texts=args.texts,
-        evaluation={k: getattr(args, k) for k in EVALUATION_KEYS},
-        keep_models=not args.drop_quantized,
-    )
-    check_job(job)  # every cell is checked before any work is done
+    if args.checkpoint and len(args.step) > 1:
+        raise QidError("qid cells: --checkpoint names one checkpoint; give one --step with it")
+    jobs = []
+    for step in args.step:
+        ckpt = grid.Checkpoint(args.suite, args.size, step)
+        jobs.append(
+            Job(
+                checkpoint=ckpt,
+                path=args.checkpoint or Path(ckpt.path),
+                cells=args.cells,
+                options=args.options,
+                calibration=args.calibration,
+                texts=args.texts,
+                evaluation={k: getattr(args, k) for k in EVALUATION_KEYS},
+                keep_models=not args.drop_quantized,
+            )
+        )
+    for job in jobs:
+        check_job(job)  # every cell of every checkpoint is checked before any work is done
     set_threads(args.threads)
     # Exit 0 even when cells failed: their failed records keep the job's finished cells (a
     # failed job's outputs are deleted), and `qid aggregate` refuses them by name.
-    run_cells(job)
+    for job in jobs:
+        run_cells(job)
 
 
 def add_evaluate(sub: Subparsers) -> None:
