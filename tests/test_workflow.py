@@ -260,6 +260,26 @@ def test_the_default_target_notices_a_missing_result(request, per_job, rule, tmp
     assert not {"evaluate_base", "checkpoint_micro", "quantize"} - {rule} & set(jobs), jobs
 
 
+def test_a_size_job_gives_the_checkpoint_jobs_results(per_size, tmp_path):
+    # The size's job run for real (its eval records gone, so `qid cells` recomputes each one):
+    # every step's losses are those the study's checkpoint jobs wrote.
+    workdir = tmp_path / "per_size"
+    shutil.copytree(per_size, workdir, symlinks=True)  # per_size stays up to date for the rest
+    evals = sorted((workdir / "results/micro/eval/h32-l1").glob("step*/*/*.json"))
+    before = {p: json.loads(p.read_text())["nll_per_text"] for p in evals}
+    assert len({p.parts[-3] for p in evals}) == len(CONFIG["suites"]["micro"]["steps"])
+    for path in evals:
+        path.unlink()
+    run = snakemake(
+        workdir,
+        "results/micro/eval/h32-l1/step8/base/sotu.json",
+        configfile=workdir / "config.yaml",
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "size_micro" in run.stdout + run.stderr
+    assert {p: json.loads(p.read_text())["nll_per_text"] for p in evals} == before
+
+
 def test_one_cell_reruns_with_its_checkpoint_only(study):
     # The micro config runs one job per checkpoint (execution.per_job): asking for a cell's
     # output reruns that checkpoint's job and nothing else.
