@@ -9,22 +9,35 @@ from qid.rule_args import (
     suite_options,
 )
 
-if PER_JOB == "size":
+if PER_JOB != "cell":
 
-    # One job per model (suite x size): each of its checkpoints in turn, as a checkpoint's job
-    # below does it, in one process that starts (~9 s of imports on 2 cores) once, not once per
-    # checkpoint. The least parallel cut; for many small models on few cores.
+    # One job per checkpoint (`checkpoint`): its 16-bit eval, then every cell (quantize, save,
+    # reload, evaluate), in one process; or one job per model (`size`) doing that for each of its
+    # checkpoints in turn. A process that imports torch, transformers, GPTQModel and bitsandbytes
+    # costs ~9 s on 2 cores, more than a cell's work on a small model. One rule per suite, since
+    # suites may differ in methods. A failing cell is written as failed records and the others go
+    # on; a rerun recomputes only what failed or changed (qid.cells).
+    PER_SIZE = PER_JOB == "size"
     for suite in config["suites"]:
+        steps = config["suites"][suite]["steps"]
 
         rule:
             name:
-                f"size_{rule_id(suite)}"
+                f"{PER_JOB}_{rule_id(suite)}"
             input:
-                unpack(rule_io.size_job_inputs),
+                unpack(
+                    rule_io.size_job_inputs
+                    if PER_SIZE
+                    else rule_io.checkpoint_job_inputs
+                ),
             output:
-                **rule_io.size_job_outputs(suite),
+                **(
+                    rule_io.size_job_outputs(suite)
+                    if PER_SIZE
+                    else rule_io.checkpoint_job_outputs(suite)
+                ),
             log:
-                grid.LOGS["size"],
+                grid.LOGS[PER_JOB],
             wildcard_constraints:
                 suite=re.escape(suite),
             priority: lambda w: grid.size_priority(config, w.suite, w.size)
@@ -37,55 +50,16 @@ if PER_JOB == "size":
                 runtime=gpu_job(
                     "runtime",
                     jobs=(len(grid.suite_variants(config, suite)) + 1)
-                    * len(config["suites"][suite]["steps"]),
+                    * (len(steps) if PER_SIZE else 1),
                 ),
             params:
-                steps=",".join(map(str, config["suites"][suite]["steps"])),
-                cells=suite_cells(config, suite),
-                options=suite_options(config, suite),
-                calibration=calibration_arg,
-                texts=lambda w, input, output: eval_io(input.texts)
-                + ("" if "models" in output.keys() else " --drop-quantized"),
-                evaluation=EVAL_SETTINGS,
-            shell:
-                "qid cells --suite {wildcards.suite} --size {wildcards.size}"
-                " --step {params.steps}"
-                " --cells {params.cells} --options {params.options} {params.calibration}"
-                " {params.texts} {params.evaluation} --threads {threads} > {log} 2>&1"
-
-
-if PER_JOB == "checkpoint":
-
-    # One job per checkpoint: its 16-bit eval, then every cell (quantize, save, reload, evaluate),
-    # in one process. A Python process that imports torch and transformers costs ~4.5 s, more
-    # than a cell's work on a small model. One rule per suite, since suites may differ in methods.
-    # A failing cell is written as failed records and the others go on; a rerun recomputes only
-    # what failed or changed (qid.cells).
-    for suite in config["suites"]:
-
-        rule:
-            name:
-                f"checkpoint_{rule_id(suite)}"
-            input:
-                unpack(rule_io.checkpoint_job_inputs),
-            output:
-                **rule_io.checkpoint_job_outputs(suite),
-            log:
-                grid.LOGS["checkpoint"],
-            wildcard_constraints:
-                suite=re.escape(suite),
-            priority: lambda w: grid.size_priority(config, w.suite, w.size)
-            conda:
-                "../../envs/qid.yaml"
-            threads: grid.suite_threads(config, suite)
-            resources:
-                **GPU_PLACEMENT,
-                mem_mb=gpu_job("mem_mb"),
-                runtime=gpu_job(
-                    "runtime", jobs=len(grid.suite_variants(config, suite)) + 1
+                # A size's job: every step, at the grid's checkpoint paths; a checkpoint's: its
+                # own, named (the shell command, a rerun trigger, reads as it always did).
+                step=(
+                    ",".join(map(str, steps))
+                    if PER_SIZE
+                    else lambda w: f"{w.step} --checkpoint {checkpoint_path(w)}"
                 ),
-            params:
-                checkpoint=checkpoint_path,
                 cells=suite_cells(config, suite),
                 options=suite_options(config, suite),
                 calibration=calibration_arg,
@@ -95,8 +69,7 @@ if PER_JOB == "checkpoint":
                 + ("" if "models" in output.keys() else " --drop-quantized"),
                 evaluation=EVAL_SETTINGS,
             shell:
-                "qid cells --suite {wildcards.suite} --size {wildcards.size}"
-                " --step {wildcards.step} --checkpoint {params.checkpoint}"
+                "qid cells --suite {wildcards.suite} --size {wildcards.size} --step {params.step}"
                 " --cells {params.cells} --options {params.options} {params.calibration}"
                 " {params.texts} {params.evaluation} --threads {threads} > {log} 2>&1"
 
