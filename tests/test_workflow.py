@@ -148,29 +148,26 @@ def reversed_keys(obj):
     return obj
 
 
-@pytest.fixture(scope="module")
-def per_cell(study, tmp_path_factory) -> Path:
-    """The study's results as if one job per cell had made them: `--touch` records those jobs'
-    params without running them (the quantized models are temp: gone, and no job reads them)."""
-    workdir = tmp_path_factory.mktemp("per_cell")
+def touched(study: Path, workdir: Path, per_job: str) -> Path:
+    """The study's results in `workdir` as if the `per_job` cut had made them: `--touch` records
+    those jobs' params without running them (the quantized models are temp: gone, and no job
+    reads them)."""
     shutil.copytree(study / "results", workdir / "results")
     configfile = workdir / "config.yaml"
-    configfile.write_text(yaml.safe_dump(micro("cell"), sort_keys=False))
+    configfile.write_text(yaml.safe_dump(micro(per_job), sort_keys=False))
     touch = snakemake(workdir, "--touch", "--forceall", configfile=configfile)
     assert touch.returncode == 0, touch.stderr[-2000:]
     return workdir
+
+
+@pytest.fixture(scope="module")
+def per_cell(study, tmp_path_factory) -> Path:
+    return touched(study, tmp_path_factory.mktemp("per_cell"), "cell")
 
 
 @pytest.fixture(scope="module")
 def per_size(study, tmp_path_factory) -> Path:
-    """The study's results as if one job per model (`per_job: size`) had made them."""
-    workdir = tmp_path_factory.mktemp("per_size")
-    shutil.copytree(study / "results", workdir / "results")
-    configfile = workdir / "config.yaml"
-    configfile.write_text(yaml.safe_dump(micro("size"), sort_keys=False))
-    touch = snakemake(workdir, "--touch", "--forceall", configfile=configfile)
-    assert touch.returncode == 0, touch.stderr[-2000:]
-    return workdir
+    return touched(study, tmp_path_factory.mktemp("per_size"), "size")
 
 
 WORKDIRS = {"checkpoint": "study", "cell": "per_cell", "size": "per_size"}
