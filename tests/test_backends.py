@@ -6,8 +6,8 @@ seconds) on generated text, so that its loss is well below uniform: on a purely 
 every weight perturbation leaves the loss near log(vocab), and the loss checks below could not
 tell a working quantizer from a broken one.
 
-The first GPTQ quantization in a fresh environment compiles GPTQModel's packing extension with
-g++ (about 30 s on 2 cores, cached under ~/.cache/gptqmodel/torch_extensions afterwards).
+qid packs GPTQ weights with GPTQModel's Python packer; its C++ packing extension (compiled with
+g++ on first use, ~30 s) is built only by the test that checks the two give the same bytes.
 """
 
 from __future__ import annotations
@@ -393,6 +393,54 @@ def test_reload_in_fresh_process(quantized, eval_batch, tmp_path):
         fresh = torch.load(tmp_path / f"{method}.pt")
         here = logits_of(load_quantized(method, out), eval_batch)
         torch.testing.assert_close(fresh, here, rtol=0, atol=0)
+
+
+def test_gptq_packs_without_compiling_the_same_bytes_as_the_extension(checkpoint, tmp_path):
+    """qid keeps GPTQModel's JIT-compiled packing extension off (a g++ build on a machine's first
+    quantization); its Python packer must write the bytes the extension writes, and a user's
+    GPTQMODEL_DISABLE_PACK_EXT=0 must still get the extension."""
+    pytest.importorskip("gptqmodel")
+    from safetensors.torch import load_file
+
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from zoo import make_texts\n"
+        "from qid.quantize import quantize_cell\n"
+        "out = Path(sys.argv[2])\n"
+        "quantize_cell(Path(sys.argv[1]), out, out.with_suffix('.json'), 'gptq', int(sys.argv[3]),\n"
+        f"              {GPTQ_OPTIONS!r}, make_texts(64, seed=7))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    path = [str(root / "workflow"), str(root / "tests"), os.environ.get("PYTHONPATH", "")]
+    builds = {}
+    for ext in (None, "0"):
+        build = tmp_path / f"extensions-{ext}"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+        env["GPTQMODEL_TORCH_EXTENSIONS_DIR"] = str(build)
+        env.pop("GPTQMODEL_DISABLE_PACK_EXT", None)
+        if ext is not None:
+            env["GPTQMODEL_DISABLE_PACK_EXT"] = ext
+        for bits in (2, 4):
+            out = tmp_path / f"ext-{ext}-{bits}"
+            proc = subprocess.run(
+                [sys.executable, "-c", script, str(checkpoint), str(out), str(bits)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert proc.returncode == 0, proc.stderr[-3000:]
+        builds[ext] = sorted(p.name for p in build.rglob("*.so"))
+    assert builds[None] == [], f"qid's default compiled GPTQModel's extension: {builds[None]}"
+    assert builds["0"], "GPTQMODEL_DISABLE_PACK_EXT=0 did not build the extension"
+    for bits in (2, 4):
+        ours = load_file(tmp_path / f"ext-None-{bits}" / "model.safetensors")
+        theirs = load_file(tmp_path / f"ext-0-{bits}" / "model.safetensors")
+        packed = [k for k in ours if k.endswith((".qweight", ".qzeros"))]
+        assert packed and ours.keys() == theirs.keys()
+        for key in ours:
+            assert torch.equal(ours[key], theirs[key]), f"{bits}-bit {key} differs"
 
 
 @pytest.mark.parametrize(("method", "bits"), [("gptq", 2), ("gptq", 4), ("bnb_nf4", 4)])

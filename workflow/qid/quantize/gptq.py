@@ -38,6 +38,11 @@ if "GPTQMODEL_CPU_WORKERS" not in os.environ and (os.cpu_count() or 1) < 3:
     os.environ["GPTQMODEL_CPU_WORKERS"] = "2"
 # - The "Python GIL is enabled" warning printed at import is about multi-GPU MoE speed only.
 os.environ.setdefault("GPTQMODEL_DISABLE_GIL_WARNING", "1")
+# - GPTQModel packs 2/4/8-bit weights with a C++ extension it JIT-compiles (g++ and ninja) into
+#   ~/.cache/gptqmodel on a machine's first quantization: 27 s of the default study's first GPTQ
+#   cell, and a compiler at run time. Its Python path packs the same bytes (checked bit for bit
+#   on the default's h256-l4) as fast at these widths, so it is used unless the user asks.
+os.environ.setdefault("GPTQMODEL_DISABLE_PACK_EXT", "1")
 
 # Harmless import-time warnings, silenced here in case gptqmodel is what first imports torchao
 # (transformers usually imports it first, and then they still show): torchao
