@@ -407,8 +407,8 @@ def test_gptq_packs_without_compiling_the_same_bytes_as_the_extension(checkpoint
         "from pathlib import Path\n"
         "from zoo import make_texts\n"
         "from qid.quantize import quantize_cell\n"
-        "out = Path(sys.argv[2])\n"
-        "quantize_cell(Path(sys.argv[1]), out, out.with_suffix('.json'), 'gptq', int(sys.argv[3]),\n"
+        "out, bits = Path(sys.argv[2]), int(sys.argv[3])\n"
+        "quantize_cell(Path(sys.argv[1]), out, out.with_suffix('.json'), 'gptq', bits,\n"
         f"              {GPTQ_OPTIONS!r}, make_texts(64, seed=7))\n"
     )
     root = Path(__file__).resolve().parents[1]
