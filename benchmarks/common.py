@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +133,37 @@ def median(values: list[float]) -> float:
     s = sorted(values)
     mid = len(s) // 2
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def timed(runs: dict, repeats: int, sync=lambda: None) -> dict[str, list[float]]:
+    """Seconds of each run per repeat, the order alternating (after r runs, r-th reversed)."""
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(repeats):
+        for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
+            start = time.perf_counter()
+            runs[name]()
+            sync()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def matmul_chain(model, tokens: int):
+    """(forward, matmul weights): a bare matmul per linear map of `model`, on `tokens` rows."""
+    import torch
+
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    w0 = weights[0]
+    inputs = {
+        n: torch.randn(tokens, n, dtype=w0.dtype, device=w0.device)
+        for n in {w.shape[1] for w in weights}
+    }
+
+    @torch.inference_mode()
+    def forward() -> None:
+        for w in weights:  # x @ W^T, as nn.Linear multiplies (bias left out)
+            torch.matmul(inputs[w.shape[1]], w.T)
+
+    return forward, sum(w.numel() for w in weights)
 
 
 def add_model_args(p) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import common
 
@@ -75,25 +74,6 @@ def generated_ids(n_texts: int, vocab: int, seed: int) -> list[list[int]]:
     rng = np.random.default_rng(seed)
     lengths = np.clip(rng.lognormal(np.log(100), 0.6, n_texts).astype(int), 40, 1200)
     return [rng.integers(1, vocab, size=n).tolist() for n in lengths]
-
-
-def matmul_chain(model, tokens: int):
-    """(forward, matmul weights): a bare matmul per linear map of `model`, on `tokens` rows."""
-    import torch
-
-    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    w0 = weights[0]
-    inputs = {
-        n: torch.randn(tokens, n, dtype=w0.dtype, device=w0.device)
-        for n in {w.shape[1] for w in weights}
-    }
-
-    @torch.inference_mode()
-    def forward() -> None:
-        for w in weights:  # x @ W^T, as nn.Linear multiplies (bias left out)
-            torch.matmul(inputs[w.shape[1]], w.T)
-
-    return forward, sum(w.numel() for w in weights)
 
 
 def fed_tokens(token_ids: list[list[int]], bos: int, context: int) -> int:
@@ -134,18 +114,6 @@ def load_inputs(args) -> tuple[object, list[list[int]], int, str]:
     return model, token_ids, bos, what + f", {len(texts)} held-out sotu paragraphs"
 
 
-def timed(runs: dict, repeats: int, sync) -> dict[str, list[float]]:
-    """Seconds of each run per repeat, the order alternating (after r runs, r-th reversed)."""
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
-    for r in range(repeats):
-        for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
-            start = time.perf_counter()
-            runs[name]()
-            sync()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     common.add_model_args(p)
@@ -169,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     n_windows = sum(-(-len(ids) // (args.context - 1)) for ids in token_ids)
     fed = fed_tokens(token_ids, bos, args.context)
     rows = max(1, args.batch_tokens // args.context)
-    chain, chain_params = matmul_chain(model, rows * args.context)
+    chain, chain_params = common.matmul_chain(model, rows * args.context)
     n_chain = -(-fed // (rows * args.context))  # forwards covering the evaluator's tokens
     print(f"machine: {common.machine()}, device {device}, torch threads {args.threads}")
     print(f"model: {what}; attention {model.config._attn_implementation}")
@@ -195,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     for warm_up in (lambda: run_qid(token_ids[:8]), lambda: run_naive(token_ids[:8]), chain):
         warm_up()  # first-call allocations, kernel selection
     sync()
-    seconds = timed(runs, args.repeats, sync)
+    seconds = common.timed(runs, args.repeats, sync)
 
     rate = {name: n_tokens / common.median(s) for name, s in seconds.items() if name != "chain"}
     loss = {name: nll[name] / n_tokens for name in rate}

@@ -17,6 +17,7 @@ import eval_throughput  # noqa: E402
 import gpu_check  # noqa: E402
 import gpu_throughput  # noqa: E402
 import quantize_overhead  # noqa: E402
+import train_throughput  # noqa: E402
 
 
 def test_naive_loop_and_evaluator_agree_on_multi_window_texts():
@@ -43,10 +44,38 @@ def test_matmul_chain_has_the_models_linear_maps():
     import common
 
     model = common.random_model(32, 2, 2, 300, 16)  # intermediate 4 x 32
-    _, n_weights = eval_throughput.matmul_chain(model, 8)
+    _, n_weights = common.matmul_chain(model, 8)
     per_layer = 32 * 96 + 32 * 32 + 32 * 128 + 128 * 32  # QKV, attention out, MLP up, down
     assert n_weights == 2 * per_layer + 32 * 300  # plus the head
     assert eval_throughput.fed_tokens([[1] * 30], 0, 16) == 16 + 16  # 31 tokens: 2 windows
+
+
+def test_fused_loss_is_transformers_loss_and_each_training_variant_is_timed():
+    import common
+    import torch
+
+    model = common.random_model(32, 1, 1, 300, 16).train()
+    x = torch.randint(0, 300, (3, 16), generator=torch.Generator().manual_seed(1))
+    fused = train_throughput.fused_loss(model, x)
+    assert fused.item() == pytest.approx(model(input_ids=x, labels=x).loss.item(), abs=1e-6)
+    arch = {"hidden_size": 32, "num_layers": 1, "num_heads": 1}
+    training = {
+        "batch_size": 2,
+        "context": 16,
+        "lr": 1e-3,
+        "weight_decay": 0.1,
+        "betas": [0.9, 0.9],
+    }
+    seconds, weights, diff = train_throughput.measure(arch, training, 300, repeats=1)
+    assert set(seconds) == {"landed", "fused", "bf16", "floor"}
+    assert all(s > 0 for s in seconds.values())
+    assert weights == 32 * 96 + 32 * 32 + 32 * 128 + 128 * 32 + 32 * 300
+    assert diff < train_throughput.MAX_LOSS_DIFF
+
+
+def test_train_throughput_reads_the_default_suite():
+    sizes, training, vocab = train_throughput.default_suite()
+    assert sizes and vocab > 0 and training["batch_size"] * training["context"] > 0
 
 
 def test_eval_throughput_on_a_checkpoint(tiny_checkpoint, capsys):
