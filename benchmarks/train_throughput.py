@@ -70,9 +70,10 @@ def default_suite() -> tuple[dict, dict, int]:
     """(sizes, training settings, vocabulary) of the default study's trained suite."""
     import yaml
 
+    from qid.grid import trained_suites
+
     config = yaml.safe_load((common.ROOT / "config" / "config.yaml").read_text())
-    name = config["bitnet"]["suite"]
-    suite = config["suites"][name]
+    suite = config["suites"][trained_suites(config)[0]]
     return suite["sizes"], suite["training"], config["data"]["tokenizer"]["vocab_size"]
 
 
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     sizes, training, vocab = default_suite()
     names = args.sizes.split(",") if args.sizes else list(sizes)
+    if unknown := [n for n in names if n not in sizes]:
+        p.error(f"--sizes: {', '.join(unknown)} not in the default suite ({', '.join(sizes)})")
     bf16_cpu = torch.cpu._is_avx512_bf16_supported()
     tokens = training["batch_size"] * training["context"]
     print(f"machine: {common.machine()}, torch threads {args.threads}, AVX512-BF16 {bf16_cpu}")
