@@ -52,20 +52,6 @@ def fused_loss(model, x):
     )
 
 
-def fused_step(model, optim, x, lr: float) -> float:
-    """`qid.checkpoints._train_step` (fp32) with `fused_loss` for transformers' loss."""
-    import torch
-
-    for group in optim.param_groups:
-        group["lr"] = lr
-    loss = fused_loss(model, x)
-    optim.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optim.step()
-    return loss.item()
-
-
 def default_suite() -> tuple[dict, dict, int]:
     """(sizes, training settings, vocabulary) of the default study's trained suite."""
     import yaml
@@ -97,7 +83,7 @@ def measure(arch: dict, training: dict, vocab: int, repeats: int):
     lr = training["lr"]
     steps = {
         "landed": lambda: _train_step(*models["landed"], x, lr),
-        "fused": lambda: fused_step(*models["fused"], x, lr),
+        "fused": lambda: _train_step(*models["fused"], x, lr, loss_fn=fused_loss),
         "bf16": lambda: _train_step(*models["bf16"], x, lr, bf16=True),
         "floor": lambda: [chain() for _ in range(3)],
     }

@@ -73,6 +73,13 @@ def test_fused_loss_is_transformers_loss_and_each_training_variant_is_timed():
     assert diff < train_throughput.MAX_LOSS_DIFF
 
 
+def test_train_throughput_refuses_a_size_the_suite_lacks(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_throughput.main(["--sizes", "h64-l2,h32-l9"])
+    assert exit_.value.code == 2
+    assert "--sizes: h32-l9 not in the default suite" in capsys.readouterr().err
+
+
 def test_train_throughput_reads_the_default_suite():
     sizes, training, vocab = train_throughput.default_suite()
     assert sizes and vocab > 0 and training["batch_size"] * training["context"] > 0

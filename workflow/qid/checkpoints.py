@@ -198,15 +198,21 @@ def _optimizer(model, training: dict):
     )
 
 
-def _train_step(model, optim, x, lr: float, bf16: bool = False) -> float:
+def _labels_loss(model, x):
+    """transformers' own next-token loss of batch `x`."""
+    return model(input_ids=x, labels=x).loss
+
+
+def _train_step(model, optim, x, lr: float, bf16: bool = False, loss_fn=_labels_loss) -> float:
     """One optimizer step on batch `x` at learning rate `lr`; the batch's loss. bf16: mixed
-    precision (matmuls in bfloat16 under autocast; weights, gradients and AdamW state fp32)."""
+    precision (matmuls in bfloat16 under autocast; weights, gradients and AdamW state fp32).
+    loss_fn(model, x): the loss to step on (benchmarks/train_throughput.py times another)."""
     import torch
 
     for group in optim.param_groups:
         group["lr"] = lr
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = model(input_ids=x, labels=x).loss
+        loss = loss_fn(model, x)
     optim.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
